@@ -1,0 +1,3 @@
+from hardneg.cli import main
+
+main()

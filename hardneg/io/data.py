@@ -1,0 +1,99 @@
+"""The dataset directory written by `hardneg import`: corpus, queries and qrels as Parquet, validated."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from hardneg import schemas
+from hardneg.errors import HardnegError
+from hardneg.io.stagedir import require_finished
+
+TABLES = {"corpus": schemas.CORPUS, "queries": schemas.QUERIES, "qrels": schemas.QRELS}
+
+
+def _first_duplicate(ids: pa.ChunkedArray) -> tuple[int, str] | None:
+    counts = pc.value_counts(ids)
+    dup = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
+    if len(dup) == 0:
+        return None
+    value = dup[0].as_py()
+    row = pc.index(ids, value).as_py()
+    return row, value
+
+
+def _first_row(mask: pa.ChunkedArray | pa.Array) -> int | None:
+    idx = pc.indices_nonzero(pc.fill_null(mask, False))
+    return idx[0].as_py() if len(idx) else None
+
+
+def validate(tables: dict[str, pa.Table], files: dict[str, Path]) -> tuple[dict[str, pa.Table], dict]:
+    """Check ids and texts; return tables (queries limited to those named in qrels) and counts.
+
+    Errors name the file, the (1-based) record number and the column.
+    """
+    corpus, queries, qrels = tables["corpus"], tables["queries"], tables["qrels"]
+    if corpus.num_rows == 0:
+        raise HardnegError(f"{files['corpus']}: the corpus is empty; a corpus needs at least one document")
+    for kind, table, id_col in (("corpus", corpus, "doc_id"), ("queries", queries, "query_id")):
+        row = _first_row(pc.equal(pc.utf8_trim_whitespace(table[id_col]), ""))
+        if row is not None:
+            raise HardnegError(f"{files[kind]}: record {row + 1}: empty {id_col}; give every row an id")
+        dup = _first_duplicate(table[id_col])
+        if dup:
+            raise HardnegError(
+                f"{files[kind]}: record {dup[0] + 1}: duplicate {id_col} {dup[1]!r}; ids must be unique"
+            )
+    doc_text = pc.binary_join_element_wise(corpus["title"], corpus["text"], "")
+    row = _first_row(pc.equal(pc.utf8_trim_whitespace(doc_text), ""))
+    if row is not None:
+        raise HardnegError(
+            f"{files['corpus']}: record {row + 1} (doc_id {corpus['doc_id'][row].as_py()!r}): empty title and text; "
+            f"remove the document or give it text"
+        )
+    row = _first_row(pc.equal(pc.utf8_trim_whitespace(queries["text"]), ""))
+    if row is not None:
+        raise HardnegError(
+            f"{files['queries']}: record {row + 1} (query_id {queries['query_id'][row].as_py()!r}): empty text; "
+            f"remove the query or give it text"
+        )
+    for col, table, kind in (("doc_id", corpus, "corpus"), ("query_id", queries, "queries")):
+        row = _first_row(pc.invert(pc.is_in(qrels[col], value_set=table[col].combine_chunks())))
+        if row is not None:
+            raise HardnegError(
+                f"{files['qrels']}: record {row + 1}: {col} {qrels[col][row].as_py()!r} is not in {files[kind]}; "
+                f"fix the id or remove the qrels row"
+            )
+    in_qrels = pc.is_in(queries["query_id"], value_set=pc.unique(qrels["query_id"]))
+    kept_queries = queries.filter(in_qrels)
+    counts = {
+        "documents": corpus.num_rows,
+        "queries": kept_queries.num_rows,
+        "queries_without_qrels_dropped": queries.num_rows - kept_queries.num_rows,
+        "qrels": qrels.num_rows,
+    }
+    return {"corpus": corpus, "queries": kept_queries, "qrels": qrels}, counts
+
+
+def load(data_dir: Path) -> dict[str, pa.Table]:
+    """Read a finished `hardneg import` directory."""
+    data_dir = Path(data_dir)
+    require_finished(data_dir, "import")
+    out = {}
+    for name, schema in TABLES.items():
+        path = data_dir / f"{name}.parquet"
+        try:
+            out[name] = schemas.conform(pq.read_table(path), schema, str(path))
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise HardnegError(f"{path}: unreadable ({exc}); rerun `hardneg import` with --overwrite") from None
+    return out
+
+
+def document_texts(corpus: pa.Table) -> list[str]:
+    """The text a model sees for each document: title and text joined by a space (BEIR convention)."""
+    titles = corpus["title"].to_pylist()
+    texts = corpus["text"].to_pylist()
+    return [f"{t} {x}".strip() if t else x for t, x in zip(titles, texts)]

@@ -1,0 +1,181 @@
+"""Stage directories: Parquet parts written atomically, a manifest, and `_SUCCESS` written last.
+
+A stage directory is the only thing stages exchange. Its contract:
+
+* every file is written under a temporary name and renamed, so a reader never sees a partial file;
+* `_manifest.json` is written when the stage starts (status "running") and rewritten when it ends;
+* `_SUCCESS` is written last; a stage refuses an input directory without it;
+* a rerun into an unfinished directory resumes it, part by part, if and only if its resolved config and inputs are
+  the same as the manifest's; a finished directory is never overwritten without `overwrite=True`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from hardneg import __version__
+from hardneg.errors import HardnegError
+from hardneg.schemas import conform
+
+MANIFEST = "_manifest.json"
+SUCCESS = "_SUCCESS"
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def write_parquet(path: Path, table: pa.Table) -> None:
+    """Write `table` to `path` atomically (temp file + rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, path)
+
+
+def manifest_digest(stage_dir: Path) -> str:
+    return hashlib.sha256((Path(stage_dir) / MANIFEST).read_bytes()).hexdigest()
+
+
+def read_manifest(stage_dir: Path) -> dict:
+    return json.loads((Path(stage_dir) / MANIFEST).read_text())
+
+
+def require_finished(stage_dir: Path, stage: str | tuple[str, ...]) -> dict:
+    """Check that `stage_dir` is a finished output of `stage` and return its manifest."""
+    stage_dir = Path(stage_dir)
+    stages = (stage,) if isinstance(stage, str) else stage
+    if not stage_dir.is_dir():
+        raise HardnegError(f"{stage_dir}: no such directory; run `hardneg {stages[0]}` to create it")
+    if not (stage_dir / SUCCESS).exists():
+        raise HardnegError(
+            f"{stage_dir}: no {SUCCESS} file, so the {'/'.join(stages)} stage that writes it did not finish; "
+            f"rerun that stage (it resumes) before using its output"
+        )
+    try:
+        manifest = read_manifest(stage_dir)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise HardnegError(f"{stage_dir / MANIFEST}: unreadable manifest ({exc}); rerun the stage with --overwrite")
+    if manifest.get("stage") not in stages:
+        raise HardnegError(
+            f"{stage_dir}: is the output of `{manifest.get('stage')}`, but a {'/'.join(stages)} output is needed here"
+        )
+    return manifest
+
+
+def part_paths(stage_dir: Path) -> list[Path]:
+    return sorted(Path(stage_dir).glob("part-*.parquet"))
+
+
+def read_part(path: Path, schema: pa.Schema) -> pa.Table:
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise HardnegError(f"{path}: not a readable Parquet file ({exc}); rerun the stage that wrote it") from None
+    return conform(table, schema, str(path))
+
+
+def read_stage(stage_dir: Path, stage: str | tuple[str, ...], schema: pa.Schema) -> pa.Table:
+    """Read all parts of a finished stage directory as one table with `schema`."""
+    require_finished(stage_dir, stage)
+    parts = [read_part(p, schema) for p in part_paths(stage_dir)]
+    return pa.concat_tables(parts) if parts else schema.empty_table()
+
+
+class StageWriter:
+    """Writes one stage directory. Use as a context manager; call `finish()` when every part is written.
+
+    A `HardnegError` raised inside the block removes the unfinished directory (its input was bad, nothing in it is
+    worth resuming). Any other interruption (Ctrl-C, a kill) leaves the finished parts for a rerun to resume from.
+    """
+
+    def __init__(self, out: Path, stage: str, config: dict, inputs: list[Path] | None = None, overwrite: bool = False):
+        self.out = Path(out)
+        self.stage = stage
+        self.config = config
+        self.inputs = [{"path": str(Path(p)), "manifest_sha256": manifest_digest(p)} for p in (inputs or [])]
+        self.overwrite = overwrite
+        self.started = time.time()
+        self.parts: dict[str, int] = {}
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+    def __enter__(self) -> "StageWriter":
+        out = self.out
+        if out.exists() and not out.is_dir():
+            raise HardnegError(f"{out}: exists and is not a directory; choose another --out")
+        if out.exists() and self.overwrite:
+            if any(out.iterdir()) and not (out / MANIFEST).exists():
+                raise HardnegError(f"{out}: not a hardneg output directory; refusing to delete it, choose another --out")
+            shutil.rmtree(out)
+        if (out / SUCCESS).exists():
+            raise HardnegError(f"{out}: already holds a finished {self.stage} output; pass --overwrite to rebuild it")
+        if (out / MANIFEST).exists():
+            old = read_manifest(out)
+            if old.get("stage") != self.stage or old.get("config") != self.config or old.get("inputs") != self.inputs:
+                raise HardnegError(
+                    f"{out}: holds an unfinished {old.get('stage')} run with a different config or input; "
+                    f"rerun with the same options to resume it, or pass --overwrite to start over"
+                )
+        elif out.exists() and any(p for p in out.iterdir() if not p.name.startswith(".")):
+            raise HardnegError(f"{out}: exists and is not empty; choose another --out or empty it")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            self._write_manifest(status="running")
+        except OSError as exc:
+            raise HardnegError(f"{out}: cannot write the output directory ({exc.strerror}); choose another --out")
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is not None and issubclass(exc_type, HardnegError) and not (self.out / SUCCESS).exists():
+            shutil.rmtree(self.out, ignore_errors=True)
+        return False
+
+    # -- parts -----------------------------------------------------------------------------------------------
+    def has(self, name: str) -> bool:
+        """True when the file `name` was already written (by this run or a killed earlier one)."""
+        return (self.out / name).exists()
+
+    def path(self, name: str) -> Path:
+        return self.out / name
+
+    def write_table(self, name: str, table: pa.Table) -> None:
+        write_parquet(self.out / name, table)
+        self.parts[name] = table.num_rows
+
+    def write_json(self, name: str, obj) -> None:
+        _atomic_write_bytes(self.out / name, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+    def finish(self, summary: dict | None = None, models: dict | None = None) -> dict:
+        for p in part_paths(self.out):
+            if p.name not in self.parts:  # written by an earlier, interrupted run
+                self.parts[p.name] = pq.ParquetFile(p).metadata.num_rows
+        manifest = self._write_manifest(status="finished", summary=summary or {}, models=models or {})
+        _atomic_write_bytes(self.out / SUCCESS, b"")
+        return manifest
+
+    def _write_manifest(self, status: str, **extra) -> dict:
+        manifest = {
+            "stage": self.stage,
+            "hardneg_version": __version__,
+            "status": status,
+            "config": self.config,
+            "inputs": self.inputs,
+            **extra,
+        }
+        if status == "finished":
+            manifest["parts"] = dict(sorted(self.parts.items()))
+            manifest["wall_seconds"] = round(time.time() - self.started, 3)
+        self.write_json(MANIFEST, manifest)
+        return manifest

@@ -1,0 +1,69 @@
+"""`hardneg run`: every stage from one config file, into one run directory, like `make` over stage directories.
+
+A stage whose finished output has the same resolved config and inputs is skipped; an unfinished one resumes; a
+finished one whose config or inputs changed is rebuilt only with `overwrite=True`, and so is everything after it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from hardneg.config import PipelineConfig, asdict
+from hardneg.errors import HardnegError
+from hardneg.io.stagedir import MANIFEST, SUCCESS, manifest_digest, read_manifest
+from hardneg.stages import export, filter, import_, index, mine, relabel, score
+
+LAYOUT = {"import": "data", "index": "index", "mine": "mined", "score": "scored", "filter": "filtered",
+          "relabel": "relabeled"}
+
+
+def _state(out: Path, config: dict, inputs: list[Path], manifest_path: Path) -> str:
+    """'missing', 'current' (finished, same config and inputs) or 'stale'."""
+    if not manifest_path.exists() or (out.is_dir() and not (out / SUCCESS).exists()):
+        return "missing"
+    old = json.loads(manifest_path.read_text())
+    digests = [{"path": str(p), "manifest_sha256": manifest_digest(p)} for p in inputs]
+    return "current" if old.get("config") == config and old.get("inputs") == digests else "stale"
+
+
+def run(src: Path, out: Path, cfg: PipelineConfig, overwrite: bool = False, log=print) -> dict[str, Path]:
+    out = Path(out)
+    src = Path(src)
+    paths = {stage: out / name for stage, name in LAYOUT.items()}
+    fmt_ext = ".jsonl" if cfg.export.format == "flagembedding" else ".parquet"
+    paths["export"] = out / f"train{fmt_ext}"
+    if (src / SUCCESS).exists() and read_manifest(src).get("stage") == "import":
+        paths["import"] = src
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+    data = paths["import"]
+
+    steps = [
+        ("import", lambda o, ow: import_.run(src, o, cfg.import_, ow), cfg.import_, []),
+        ("index", lambda o, ow: index.run(data, o, cfg.index, ow), cfg.index, [data]),
+        ("mine", lambda o, ow: mine.run(paths["index"], data, o, cfg.mine, ow), cfg.mine, [paths["index"], data]),
+        ("score", lambda o, ow: score.run(paths["mine"], data, o, cfg.score, ow), cfg.score, [paths["mine"], data]),
+        ("filter", lambda o, ow: filter.run(paths["score"], o, cfg.filter, ow), cfg.filter, [paths["score"]]),
+        ("relabel", lambda o, ow: relabel.run(paths["filter"], o, cfg.relabel, ow), cfg.relabel, [paths["filter"]]),
+        ("export", lambda o, ow: export.run(paths["relabel"], data, o, cfg.export, ow), cfg.export,
+         [paths["relabel"], data]),
+    ]
+    for stage, fn, stage_cfg, inputs in steps:
+        target = paths[stage]
+        if stage == "import" and target == src:
+            log(f"[import] using the imported data in {src}")
+            continue
+        manifest_path = Path(f"{target}.manifest.json") if stage == "export" else target / MANIFEST
+        config = import_.resolved_config(src, stage_cfg) if stage == "import" else asdict(stage_cfg)
+        state = _state(target, config, inputs, manifest_path)
+        if state == "current":
+            log(f"[{stage}] up to date: {target}")
+            continue
+        if state == "stale" and not overwrite:
+            raise HardnegError(
+                f"{target}: was built with another config or input; pass --overwrite to rebuild it and what follows"
+            )
+        log(f"[{stage}] -> {target}")
+        fn(target, state == "stale")
+    return paths

@@ -1,0 +1,69 @@
+"""The data contracts of every table hardneg reads or writes, and one validator for all of them.
+
+Ids are strings everywhere; text lives only in the data tables (corpus, queries) and is joined back at export.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from hardneg.errors import HardnegError
+
+CORPUS = pa.schema([("doc_id", pa.string()), ("title", pa.string()), ("text", pa.string())])
+QUERIES = pa.schema([("query_id", pa.string()), ("text", pa.string())])
+QRELS = pa.schema([("query_id", pa.string()), ("doc_id", pa.string()), ("relevance", pa.int32())])
+
+MINED = pa.schema(
+    [
+        ("query_id", pa.string()),
+        ("doc_id", pa.string()),
+        ("rank", pa.int32()),  # 1-based retriever rank; null for a labeled positive the retriever missed
+        ("retriever", pa.string()),  # bm25 / rank-bm25 / dense / hybrid / qrels (positive not retrieved)
+        ("retriever_score", pa.float32()),
+        ("is_positive", pa.bool_()),
+    ]
+)
+SCORED = MINED.append(pa.field("teacher_score", pa.float32()))
+FILTERED = SCORED.append(pa.field("keep", pa.bool_())).append(pa.field("reason", pa.string()))
+RELABELED = FILTERED.append(pa.field("label", pa.string())).append(pa.field("label_source", pa.string()))
+
+STAGE_SCHEMAS = {"mine": MINED, "score": SCORED, "filter": FILTERED, "relabel": RELABELED}
+
+# reasons a filter may give for dropping a candidate (null when kept)
+DROP_REASONS = (
+    "perc_pos",
+    "margin_pos",
+    "above_max_score",
+    "below_min_score",
+    "near_duplicate_of_positive",
+    "outside_rank_window",
+    "not_sampled",
+)
+LABELS = ("positive", "negative", "dropped")
+LABEL_SOURCES = ("qrels", "teacher", "rule")
+
+
+def conform(table: pa.Table, schema: pa.Schema, source: str) -> pa.Table:
+    """Return `table` with exactly `schema`'s columns, in order, cast to its types.
+
+    Raises HardnegError naming `source` and the first missing column or the first value that cannot be cast.
+    Extra columns are dropped.
+    """
+    missing = [f.name for f in schema if f.name not in table.column_names]
+    if missing:
+        raise HardnegError(
+            f"{source}: missing column {missing[0]!r} (has {', '.join(table.column_names) or 'no columns'}); "
+            f"expected columns {', '.join(schema.names)}"
+        )
+    columns = []
+    for field in schema:
+        column = table.column(field.name)
+        if column.type != field.type:
+            try:
+                column = column.cast(field.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise HardnegError(
+                    f"{source}: column {field.name!r} has type {column.type}, expected {field.type} ({exc})"
+                ) from None
+        columns.append(column)
+    return pa.Table.from_arrays(columns, schema=schema)

@@ -76,10 +76,15 @@ def main():
     )
 
     tiny_q = chosen[:8]
-    tiny_qrels = [(q, qrels[q][0][0], 1) for q in tiny_q]
-    tiny_docs = list(dict.fromkeys([d for _, d, _ in tiny_qrels] + [corpus[i]["_id"] for qi in range(8) for i in hits[qi][:4]]))
+    top = {q: [corpus[i]["_id"] for i in hits[qi]] for qi, q in enumerate(chosen)}
+    # the labeled positive: the relevant document BM25 ranks best (the first relevant one if none is retrieved)
+    tiny_qrels = [
+        (q, min((d for d, _ in qrels[q]), key=lambda d: top[q].index(d) if d in top[q] else 99), 1) for q in tiny_q
+    ]
+    tiny_docs = list(dict.fromkeys([d for _, d, _ in tiny_qrels] + [d for q in tiny_q for d in top[q][:4]]))
     docs = [by_id[d] for d in tiny_docs]
-    pos = by_id[tiny_qrels[0][1]]
+    # duplicate the positive of the first query whose positive BM25 retrieves in its top 4
+    pos = by_id[next(d for q, d, _ in tiny_qrels if d in top[q][:4])]
     docs.append({"_id": f"DUP-{pos['_id']}", "title": pos["title"], "text": pos["text"]})
     write_beir(Path("tests/data/tiny"), docs, [queries[q] for q in tiny_q], tiny_qrels, "test")
     print(f"sample: {len(chosen)} queries, {len(doc_ids)} docs; tiny: {len(tiny_q)} queries, {len(docs)} docs")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import enum
 import functools
+import os
 from pathlib import Path
 
-import click
 import typer
 
 from hardneg.errors import HardnegError
@@ -21,8 +21,9 @@ app = typer.Typer(
 
 
 @app.callback()
-def root(ctx: typer.Context, debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors.")):
-    ctx.obj = {"debug": debug}
+def root(debug: bool = typer.Option(False, "--debug", envvar="HARDNEG_DEBUG", help="Show tracebacks of errors.")):
+    if debug:
+        os.environ["HARDNEG_DEBUG"] = "1"
 
 
 def command(name: str, help: str):
@@ -34,8 +35,7 @@ def command(name: str, help: str):
             try:
                 return fn(*args, **kwargs)
             except HardnegError as exc:
-                obj = click.get_current_context().find_root().obj or {}
-                if obj.get("debug"):
+                if os.environ.get("HARDNEG_DEBUG", "") not in ("", "0"):
                     raise
                 typer.echo(f"error: {exc}", err=True)
                 raise typer.Exit(2) from None

@@ -1,0 +1,137 @@
+"""Shared fixtures: the tiny real collection (tests/data/tiny, a slice of NFCorpus with one injected duplicate),
+each stage built once per session through the CLI, and a cross-encoder the tests train themselves."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from hardneg.cli import app  # noqa: E402
+
+TINY = Path(__file__).parent / "data" / "tiny"
+
+
+def read_tiny():
+    corpus = [json.loads(x) for x in gzip.open(TINY / "corpus.jsonl.gz", "rt")]
+    queries = [json.loads(x) for x in open(TINY / "queries.jsonl")]
+    qrels = [line.rstrip("\n").split("\t") for line in open(TINY / "qrels" / "test.tsv")][1:]
+    return corpus, queries, qrels
+
+
+def invoke(*args: str, ok: bool = True):
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    if ok:
+        assert result.exit_code == 0, f"{args}: exit {result.exit_code}\n{result.output}\n{result.exception!r}"
+    return result
+
+
+@pytest.fixture(scope="session")
+def tiny_src() -> Path:
+    return TINY
+
+
+@pytest.fixture(scope="session")
+def dup_id() -> tuple[str, str]:
+    """(query_id, doc_id) of the injected exact duplicate of a query's positive: a known false negative."""
+    corpus, queries, qrels = read_tiny()
+    dup = next(d["_id"] for d in corpus if d["_id"].startswith("DUP-"))
+    return next(q for q, d, _ in qrels if f"DUP-{d}" == dup), dup
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("run")
+
+
+@pytest.fixture(scope="session")
+def data_dir(run_dir, tiny_src) -> Path:
+    invoke("import", tiny_src, "--out", run_dir / "data")
+    return run_dir / "data"
+
+
+@pytest.fixture(scope="session")
+def index_dirs(run_dir, data_dir) -> dict[str, Path]:
+    out = {}
+    for retriever in ("bm25", "dense", "hybrid"):
+        out[retriever] = run_dir / f"index-{retriever}"
+        invoke("index", data_dir, "--out", out[retriever], "--retriever", retriever)
+    return out
+
+
+@pytest.fixture(scope="session")
+def mined_dir(run_dir, data_dir, index_dirs) -> Path:
+    invoke("mine", index_dirs["hybrid"], "--data", data_dir, "--out", run_dir / "mined", "--top-k", "10")
+    return run_dir / "mined"
+
+
+@pytest.fixture(scope="session")
+def scored_dir(run_dir, data_dir, mined_dir) -> Path:
+    invoke("score", mined_dir, "--data", data_dir, "--out", run_dir / "scored")
+    return run_dir / "scored"
+
+
+@pytest.fixture(scope="session")
+def filtered_dir(run_dir, scored_dir) -> Path:
+    invoke("filter", scored_dir, "--out", run_dir / "filtered", "--negatives-per-query", "0")
+    return run_dir / "filtered"
+
+
+@pytest.fixture(scope="session")
+def relabeled_dir(run_dir, filtered_dir) -> Path:
+    invoke("relabel", filtered_dir, "--out", run_dir / "relabeled")
+    return run_dir / "relabeled"
+
+
+def clear_negatives(per_query: int = 3) -> list[tuple[str, str]]:
+    """(query, document) pairs that are clearly not relevant: documents of the tiny corpus that are nobody's
+    positive, taken from the far end of the corpus order for each query."""
+    corpus, queries, qrels = read_tiny()
+    labeled = {d for _, d, _ in qrels}
+    others = [d["_id"] for d in corpus if d["_id"] not in labeled and not d["_id"].startswith("DUP-")]
+    return [(q, others[(7 * i + k) % len(others)]) for i, (q, _, _) in enumerate(qrels) for k in range(per_query)]
+
+
+@pytest.fixture(scope="session")
+def trained_cross_encoder(tmp_path_factory) -> Path:
+    """A real cross-encoder: the packaged MiniLM backbone with a fresh head, trained for 80 seeded steps on the tiny
+    collection's (query, positive) vs `clear_negatives()` pairs, then saved."""
+    import random
+
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    from hardneg.models import resolve
+
+    torch.manual_seed(0)
+    rng = random.Random(0)
+    corpus, queries, qrels = read_tiny()
+    docs = {d["_id"]: f"{d['title']} {d['text']}" for d in corpus}
+    qtext = {q["_id"]: q["text"] for q in queries}
+    pos = [(qtext[q], docs[d]) for q, d, _ in qrels]
+    neg = [(qtext[q], docs[d]) for q, d in clear_negatives()]
+    ce = CrossEncoder(resolve("all-MiniLM-L6-v2"), num_labels=1, max_length=128)
+    model, tok = ce.model, ce.tokenizer
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    examples = [(p, 1.0) for p in pos] + [(n, 0.0) for n in neg]
+    for step in range(80):
+        batch = rng.sample(examples, 8)
+        enc = tok([b[0][0] for b in batch], [b[0][1] for b in batch], truncation=True, max_length=128,
+                  padding=True, return_tensors="pt")
+        logits = model(**enc).logits.view(-1)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.tensor([b[1] for b in batch]))
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.eval()
+    out = tmp_path_factory.mktemp("ce") / "tiny-cross-encoder"
+    ce.save(str(out))
+    return out

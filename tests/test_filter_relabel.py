@@ -1,0 +1,74 @@
+import polars as pl
+import pyarrow as pa
+
+from conftest import invoke
+from hardneg import schemas
+from hardneg.config import FilterConfig, RelabelConfig
+from hardneg.io.stagedir import read_stage
+from hardneg.stages.filter import filter_table
+from hardneg.stages.relabel import relabel_table
+
+
+def scored(rows):
+    cols = list(zip(*rows))
+    return pa.table(
+        {"query_id": cols[0], "doc_id": cols[1], "rank": cols[2], "retriever": ["x"] * len(rows),
+         "retriever_score": [1.0] * len(rows), "is_positive": cols[3], "teacher_score": cols[4]},
+        schema=schemas.SCORED,
+    )
+
+
+ROWS = [  # query, doc, rank, positive, teacher score
+    ("q", "p1", 3, True, 0.80), ("q", "p2", None, True, 0.60),
+    ("q", "a", 1, False, 0.70), ("q", "b", 2, False, 0.58), ("q", "c", 4, False, 0.50), ("q", "d", 5, False, 0.20),
+]
+
+
+def test_perc_pos_against_the_weakest_positive_by_default():
+    df = pl.from_arrow(filter_table(scored(ROWS), FilterConfig(negatives_per_query=0)))
+    reasons = dict(zip(df["doc_id"], df["reason"]))
+    # bound = 0.60 * 0.95 = 0.57: a (0.70) and b (0.58) dropped, c, d kept; positives kept
+    assert reasons == {"p1": None, "p2": None, "a": "perc_pos", "b": "perc_pos", "c": None, "d": None}
+    assert df["keep"].to_list() == [True, True, False, False, True, True]
+
+
+def test_rules_compose_and_the_first_firing_rule_is_the_reason():
+    cfg = FilterConfig(rules=["max-score", "margin-pos", "min-score"], max_score=0.65, margin=0.05, min_score=0.3,
+                       positive_reference="max", negatives_per_query=0)
+    reasons = dict(zip(*pl.from_arrow(filter_table(scored(ROWS), cfg))[["doc_id", "reason"]]))
+    assert reasons["a"] == "above_max_score" and reasons["b"] is None and reasons["c"] is None
+    assert reasons["d"] == "below_min_score"
+
+
+def test_negatives_per_query_keeps_the_best_ranked_survivors():
+    cfg = FilterConfig(negatives_per_query=1)
+    df = pl.from_arrow(filter_table(scored(ROWS), cfg))
+    assert dict(zip(df["doc_id"], df["reason"]))["d"] == "not_sampled"
+    assert df.filter(pl.col("keep") & ~pl.col("is_positive"))["doc_id"].to_list() == ["c"]
+
+
+def test_relabel_promotes_only_what_reaches_the_positive():
+    filtered = filter_table(scored(ROWS + [("q", "e", 6, False, 0.85)]), FilterConfig(negatives_per_query=0))
+    df = pl.from_arrow(relabel_table(filtered, RelabelConfig()))
+    got = {d: (l, s) for d, l, s in df.select("doc_id", "label", "label_source").iter_rows()}
+    assert got["e"] == ("positive", "teacher")  # 0.85 >= best positive 0.80
+    assert got["a"] == ("dropped", "rule") and got["c"] == ("negative", "rule") and got["p2"] == ("positive", "qrels")
+    off = pl.from_arrow(relabel_table(filtered, RelabelConfig(promote=False)))
+    assert (off["label_source"] == "teacher").sum() == 0
+
+
+def test_the_known_false_negative_is_dropped_with_its_reason(filtered_dir, dup_id):
+    df = pl.from_arrow(read_stage(filtered_dir, "filter", schemas.FILTERED))
+    q, dup = dup_id
+    row = df.filter((pl.col("query_id") == q) & (pl.col("doc_id") == dup))
+    assert row.height == 1 and not row["keep"][0] and row["reason"][0] == "perc_pos"
+    assert df.filter(pl.col("is_positive"))["keep"].all()
+    dropped = df.filter(~pl.col("keep"))
+    assert dropped["reason"].is_not_null().all() and set(dropped["reason"]) <= set(schemas.DROP_REASONS)
+
+
+def test_relabel_stage_labels_every_row(relabeled_dir):
+    df = pl.from_arrow(read_stage(relabeled_dir, "relabel", schemas.RELABELED))
+    assert set(df["label"]) <= {"positive", "negative", "dropped"}
+    assert (df.filter(pl.col("is_positive"))["label_source"] == "qrels").all()
+    assert df.filter(pl.col("label") == "negative")["keep"].all()

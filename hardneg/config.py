@@ -20,6 +20,7 @@ TEACHER_KINDS = ("bi-encoder", "cross-encoder")
 FILTER_RULES = ("perc-pos", "margin-pos", "max-score", "min-score")
 POSITIVE_REFERENCES = ("min", "mean", "max")
 EXPORT_FORMATS = ("triplets", "n-tuple", "labeled", "flagembedding")
+SAMPLING = ("top", "random", "simans")  # hardneg.sampling.STRATEGIES
 
 
 @dataclass
@@ -71,7 +72,11 @@ class FilterConfig:
     max_score: float | None = None  # max-score: drop if score > max_score
     min_score: float | None = None  # min-score: drop if score < min_score
     positive_reference: str = "min"  # which of a query's positive scores the rules compare against
-    negatives_per_query: int = 5  # keep at most this many survivors per query, best retriever rank first; 0 = all
+    negatives_per_query: int = 5  # keep at most this many survivors per query; 0 = all
+    sampling: str = "top"  # which survivors: top (best retriever rank) | random | simans
+    seed: int = 0
+    simans_a: float = 0.5  # SimANS weight exp(-a * (s - p - b)^2)
+    simans_b: float = 0.0
 
 
 @dataclass
@@ -105,6 +110,7 @@ CHOICES = {
     "teacher_kind": TEACHER_KINDS,
     "positive_reference": POSITIVE_REFERENCES,
     "format": EXPORT_FORMATS,
+    "sampling": SAMPLING,
 }
 
 

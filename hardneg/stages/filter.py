@@ -8,8 +8,9 @@ the query's positives' teacher scores; `min` by default, the safe choice):
 * `max-score`  (TopK-Abs):                  drop if s > max_score
 * `min-score`:                              drop if s < min_score   (too easy to teach anything)
 
-The first rule that fires names the reason. Survivors beyond `negatives_per_query` (best retriever rank first) are
-dropped as `not_sampled`. Labeled positives are always kept.
+The first rule that fires names the reason. Survivors beyond `negatives_per_query` are
+dropped as `not_sampled`; which survivors stay is chosen by `sampling` (`top`: best retriever rank first,
+`random`, `simans`; see hardneg.sampling). Labeled positives are always kept.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pyarrow as pa
 from hardneg import schemas
 from hardneg.config import FilterConfig, asdict
 from hardneg.io.stagedir import StageWriter, part_paths, read_part, require_finished
+from hardneg.sampling import select
 
 REASONS = {
     "perc-pos": "perc_pos",
@@ -57,13 +59,10 @@ def filter_table(scored: pa.Table, cfg: FilterConfig) -> pa.Table:
     df = df.with_columns(reason.otherwise(pl.lit(None, dtype=pl.String)).alias("reason"))
     if cfg.negatives_per_query > 0:
         survivor = pl.col("reason").is_null() & ~pl.col("is_positive")
-        order = (
-            pl.when(survivor).then(pl.col("rank").fill_null(2**31 - 1)).otherwise(None)
-            .rank("ordinal").over("query_id")
-        )
+        chosen = select(df, survivor, cfg.negatives_per_query, cfg.sampling, seed=cfg.seed, a=cfg.simans_a,
+                        b=cfg.simans_b)
         df = df.with_columns(
-            pl.when(survivor & (order > cfg.negatives_per_query)).then(pl.lit("not_sampled"))
-            .otherwise(pl.col("reason")).alias("reason")
+            pl.when(survivor & ~chosen).then(pl.lit("not_sampled")).otherwise(pl.col("reason")).alias("reason")
         )
     df = df.with_columns(pl.col("reason").is_null().alias("keep"))
     return schemas.conform(df.to_arrow(), schemas.FILTERED, "filtered")

@@ -200,7 +200,7 @@ def _plots(fig: dict, out_dir: Path) -> dict[str, Path]:
         ax.axvline(x, color="black", linestyle="--", linewidth=1.5, label=f"{rule} threshold = {x:g}")
     ax.set_xlabel("teacher score")
     ax.set_title("Teacher scores by outcome")
-    ax.legend(fontsize=8, frameon=False, loc="best")
+    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     save("scores", f)
 
     f, ax = plt.subplots(figsize=(11, 4))
@@ -208,12 +208,12 @@ def _plots(fig: dict, out_dir: Path) -> dict[str, Path]:
     for t in fig["margin_thresholds"]:
         if t["hi"] - t["lo"] > 1e-9:
             ax.axvspan(t["lo"], t["hi"], color="black", alpha=0.12,
-                       label=f"{t['rule']} threshold: {t['lo']:.3g} … {t['hi']:.3g} (depends on the query's p)")
+                       label=f"{t['rule']}: threshold over queries")
         ax.axvline(t["median"], color="black", linestyle="--", linewidth=1.5,
-                   label=f"{t['rule']}: drop if s − p > {t['median']:.3g}" + (" (median query)" if t["hi"] > t["lo"] else ""))
+                   label=f"{t['rule']}: drop if s − p > {t['median']:.2g}" + (" (median)" if t["hi"] > t["lo"] else ""))
     ax.set_xlabel(f"s − p   (s = candidate's teacher score, p = its query's {fig['positive_reference']} positive score)")
     ax.set_title("Negative candidates: margin to the positive")
-    ax.legend(fontsize=8, frameon=False, loc="best")
+    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     save("margins", f)
 
     f, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.8))
@@ -234,6 +234,7 @@ def _plots(fig: dict, out_dir: Path) -> dict[str, Path]:
     a2.set_ylabel("kept negatives")
     a2.set_title(f"Ranks of kept negatives ({len(ranks)})")
     for a in (a1, a2):
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
         a.yaxis.set_major_locator(MaxNLocator(integer=True))
     save("yield", f)
     return paths
@@ -360,15 +361,20 @@ def _provenance(manifests: dict) -> str:
         inputs = "<br>".join(_e(i["path"]) for i in m.get("inputs", []))
         if stage == "import":
             inputs = _e(m.get("config", {}).get("source", ""))
-        config = json.dumps(m.get("config", {}), sort_keys=True, separators=(", ", ": "))
-        summary = json.dumps(m.get("summary", {}), sort_keys=True, separators=(", ", ": "))
+        config, summary = _keys(m.get("config", {})), _keys(m.get("summary", {}))
         wall = m.get("wall_seconds")
         rows.append([f"<td><b>{_e(stage)}</b><br>{_e(m.get('status', ''))}</td>",
                      f"<td>{_e(m.get('hardneg_version', ''))}</td>", f"<td>{_e(models)}</td>",
                      f'<td class="num">{"" if wall is None else f"{wall:.1f} s"}</td>',
                      f"<td><pre>{_e(config)}</pre></td>", f"<td><pre>{_e(summary)}</pre></td>",
                      f"<td><code>{inputs}</code></td>"])
-    return _table(["stage", "version", "models", "wall time", "config", "summary", "inputs"], rows)
+    total = sum(m.get("wall_seconds") or 0 for m in manifests.values())
+    return (f'<p class="note">Read from every stage\'s <code>_manifest.json</code>; {total:.1f} s of wall time in '
+            "all.</p>" + _table(["stage", "version", "models", "wall time", "config", "summary", "inputs"], rows))
+
+
+def _keys(d: dict) -> str:
+    return "\n".join(f"{k} = {json.dumps(v)}" for k, v in sorted(d.items()))
 
 
 def write(data: dict, out: Path) -> dict[str, Path]:

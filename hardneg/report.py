@@ -16,8 +16,7 @@ import numpy as np
 import polars as pl
 
 from hardneg import __version__, schemas
-from hardneg.errors import HardnegError
-from hardneg.io.stagedir import read_manifest, read_stage
+from hardneg.io.stagedir import read_manifest, read_stage, require_finished
 from hardneg.pipeline import LAYOUT
 from hardneg.stages.filter import positive_reference
 
@@ -47,10 +46,11 @@ def _by_group(df: pl.DataFrame, column: str) -> dict[str, np.ndarray]:
 def figures(relabeled: pl.DataFrame, filter_cfg: dict, top: int = 20) -> dict:
     """Pure: the relabeled table and the filter's config -> the data of every figure and table of the report.
 
-    Margins: of every negative candidate (non-positive row) to `p`, its query's reference positive score as the filter
-    computed it (`positive_reference`: min/mean/max of the labeled positives), one list per margin rule.
-    Suspects: candidates dropped by a rule (not `not_sampled`) or promoted, by s minus the query's best positive
-    score, largest first: the ones the teacher likes most compared with what a person labeled relevant.
+    Values are split by `_group()`. Margins are `s - p` for every negative candidate (non-positive row), `p` its
+    query's reference positive score as the filter computed it (`positive_reference`: min/mean/max of the labeled
+    positives). Suspects: candidates dropped by a rule (not `not_sampled`) or promoted, by s minus the score of the
+    query's best-scored labeled positive (`positive_id`), largest first: the ones the teacher likes most compared
+    with what a person labeled relevant.
     """
     df = relabeled.with_columns(_group().alias("group"))
     ref = positive_reference(df, filter_cfg.get("positive_reference", "min"))
@@ -59,12 +59,14 @@ def figures(relabeled: pl.DataFrame, filter_cfg: dict, top: int = 20) -> dict:
     # a rule's threshold on s - p is one number (margin-pos) or depends on the query's p (perc-pos): its range
     # over the queries, a candidate right of `hi` is dropped whatever its query, one left of `lo` never
     thresholds = []
-    for rule in [r for r in rules if r in MARGIN_RULES]:
+    for rule in [r for r in rules if r in MARGIN_RULES and cand.height]:
         t = cand.select(MARGIN_RULES[rule](filter_cfg).alias("t"))["t"]
         thresholds.append({"rule": rule, "lo": float(t.min()), "hi": float(t.max()), "median": float(t.median())})
     kept = df.filter(pl.col("label") == "negative")
     per_query = df.select("query_id").unique().join(kept.group_by("query_id").len(), on="query_id", how="left")
-    best = positive_reference(df, "max").rename({"_pos": "positive_score"})
+    best = (df.filter(pl.col("is_positive")).sort(["teacher_score", "doc_id"], descending=[True, False])
+            .group_by("query_id", maintain_order=True)
+            .agg(pl.col("doc_id").first().alias("positive_id"), pl.col("teacher_score").first().alias("positive_score")))
     suspects = (
         df.filter(~pl.col("is_positive") & (((pl.col("reason") != "not_sampled") & pl.col("reason").is_not_null())
                                             | (pl.col("label_source") == "teacher")))
@@ -72,7 +74,8 @@ def figures(relabeled: pl.DataFrame, filter_cfg: dict, top: int = 20) -> dict:
         .with_columns((pl.col("teacher_score") - pl.col("positive_score")).alias("margin"))
         .sort(["margin", "query_id", "doc_id"], descending=[True, False, False])
         .head(top)
-        .select("query_id", "doc_id", "rank", "teacher_score", "positive_score", "margin", "reason", "label")
+        .select("query_id", "doc_id", "rank", "teacher_score", "positive_id", "positive_score", "margin", "reason",
+                "label")
     )
     return {
         "scores": _by_group(df, "teacher_score"),
@@ -100,30 +103,21 @@ def _data_dir(run_dir: Path, manifests: dict) -> Path | None:
     return None
 
 
-def _texts(data_dir: Path | None, suspects: list[dict], relabeled: pl.DataFrame) -> None:
-    """Add query, positive (the query's best-scored labeled positive) and candidate texts to each suspect."""
-    if not suspects:
-        return
-    import pyarrow as pa
-    import pyarrow.compute as pc
+def _texts(data_dir: Path | None, suspects: list[dict]) -> None:
+    """Add the query's, the positive's and the candidate's text to each suspect (empty without the data)."""
     import pyarrow.parquet as pq
 
     from hardneg.io.data import document_texts
 
-    qids = sorted({s["query_id"] for s in suspects})
-    best = (relabeled.filter(pl.col("is_positive") & pl.col("query_id").is_in(qids))
-            .sort(["teacher_score", "doc_id"], descending=[True, False]).unique("query_id", keep="first"))
-    best = dict(zip(best["query_id"], best["doc_id"]))
     queries, docs = {}, {}
-    if data_dir is not None:
-        ids = sorted({s["doc_id"] for s in suspects} | set(best.values()))
-        q = pq.read_table(data_dir / "queries.parquet")
-        q = q.filter(pc.is_in(q["query_id"], value_set=pa.array(qids, type=pa.string())))
+    if data_dir is not None and suspects:
+        qids = sorted({s["query_id"] for s in suspects})
+        ids = sorted({s["doc_id"] for s in suspects} | {s["positive_id"] for s in suspects})
+        q = pq.read_table(data_dir / "queries.parquet", filters=[("query_id", "in", qids)])
         queries = dict(zip(q["query_id"].to_pylist(), q["text"].to_pylist()))
         c = pq.read_table(data_dir / "corpus.parquet", filters=[("doc_id", "in", ids)])
         docs = dict(zip(c["doc_id"].to_pylist(), document_texts(c)))
     for s in suspects:
-        s["positive_id"] = best.get(s["query_id"])
         s["query_text"] = queries.get(s["query_id"], "")
         s["positive_text"] = docs.get(s["positive_id"], "")
         s["candidate_text"] = docs.get(s["doc_id"], "")
@@ -141,11 +135,10 @@ def collect(run_dir: Path, top: int = 20) -> dict:
             manifests[stage] = read_manifest(run_dir / name)
     for train in sorted(run_dir.glob("train.*.manifest.json")):
         manifests["export"] = json.loads(train.read_text())
-    if "filter" not in manifests:
-        raise HardnegError(f"{run_dir / LAYOUT['filter']}: no filter manifest; run `hardneg run` (or the stages) first")
+    require_finished(run_dir / LAYOUT["filter"], "filter")
     df = pl.from_arrow(read_stage(relabeled_dir, "relabel", schemas.RELABELED))
     fig = figures(df, manifests["filter"]["config"], top=top)
-    _texts(_data_dir(run_dir, manifests), fig["suspects"], df)
+    _texts(_data_dir(run_dir, manifests), fig["suspects"])
     return {"run_dir": str(run_dir), "figures": fig, "manifests": manifests, "summary": summarize(run_dir)}
 
 
@@ -177,6 +170,12 @@ def _hist(ax, values: dict[str, np.ndarray], bins: int = 40) -> None:
     ax.set_ylabel("rows")
 
 
+def _legend(ax) -> None:
+    """The legend beside the plot (never over the bars), when there is anything to name."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+
+
 def _plots(fig: dict, out_dir: Path) -> dict[str, Path]:
     import matplotlib
 
@@ -200,7 +199,7 @@ def _plots(fig: dict, out_dir: Path) -> dict[str, Path]:
         ax.axvline(x, color="black", linestyle="--", linewidth=1.5, label=f"{rule} threshold = {x:g}")
     ax.set_xlabel("teacher score")
     ax.set_title("Teacher scores by outcome")
-    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    _legend(ax)
     save("scores", f)
 
     f, ax = plt.subplots(figsize=(11, 4))
@@ -213,7 +212,7 @@ def _plots(fig: dict, out_dir: Path) -> dict[str, Path]:
                    label=f"{t['rule']}: drop if s − p > {t['median']:.2g}" + (" (median)" if t["hi"] > t["lo"] else ""))
     ax.set_xlabel(f"s − p   (s = candidate's teacher score, p = its query's {fig['positive_reference']} positive score)")
     ax.set_title("Negative candidates: margin to the positive")
-    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    _legend(ax)
     save("margins", f)
 
     f, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.8))

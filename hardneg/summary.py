@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 
 from hardneg import schemas
-from hardneg.io.stagedir import read_manifest, read_stage
+from hardneg.io.stagedir import read_manifest, read_stage, require_finished
 from hardneg.pipeline import LAYOUT
 from hardneg.report import figures
 
@@ -29,7 +29,7 @@ def summarize(run_dir: Path) -> dict:
         "dropped_by_reason": {r: int(c) for r, c in reasons.iter_rows()},
         "relabeled_to_positive": int((df["label_source"] == "teacher").sum()),
     }
-    filter_cfg = read_manifest(run_dir / LAYOUT["filter"])["config"]
+    filter_cfg = require_finished(run_dir / LAYOUT["filter"], "filter")["config"]
     fig = figures(df, filter_cfg, top=3)
     counts, requested = fig["kept_per_query"], fig["requested_per_query"]
     out["figures"] = {

@@ -55,7 +55,8 @@ def test_figures_of_a_hand_made_query():
     assert fig["kept_per_query"].tolist() == [1] and fig["requested_per_query"] == 1
     assert fig["kept_ranks"].tolist() == [4] and fig["top_k"] == 5
     # suspects: rule drops (not not_sampled) by s minus the best positive (0.80), largest first
-    assert [(s["doc_id"], round(s["margin"], 4)) for s in fig["suspects"]] == [("a", -0.1), ("b", -0.22)]
+    assert [(s["doc_id"], s["positive_id"], round(s["margin"], 4)) for s in fig["suspects"]] == [
+        ("a", "p1", -0.1), ("b", "p1", -0.22)]
 
 
 def test_thresholds_and_lines_of_the_other_rules():
@@ -139,7 +140,7 @@ def test_report_escapes_texts(run, tmp_path):
 
 def test_report_of_a_run_without_filter_is_one_line_error(tmp_path):
     result = invoke("report", tmp_path, ok=False)
-    assert result.exit_code == 2 and "no filter manifest" in result.output
+    assert result.exit_code == 2 and "filtered: no such directory" in result.output
 
 
 # -- the page in a real browser ----------------------------------------------------------------------------------

@@ -66,7 +66,8 @@ def figures(relabeled: pl.DataFrame, filter_cfg: dict, top: int = 20) -> dict:
     per_query = df.select("query_id").unique().join(kept.group_by("query_id").len(), on="query_id", how="left")
     best = (df.filter(pl.col("is_positive")).sort(["teacher_score", "doc_id"], descending=[True, False])
             .group_by("query_id", maintain_order=True)
-            .agg(pl.col("doc_id").first().alias("positive_id"), pl.col("teacher_score").first().alias("positive_score")))
+            .agg(pl.col("doc_id").first().alias("positive_id"),
+                 pl.col("teacher_score").first().alias("positive_score")))
     suspects = (
         df.filter(~pl.col("is_positive") & (((pl.col("reason") != "not_sampled") & pl.col("reason").is_not_null())
                                             | (pl.col("label_source") == "teacher")))
@@ -209,8 +210,10 @@ def _plots(fig: dict, out_dir: Path) -> dict[str, Path]:
             ax.axvspan(t["lo"], t["hi"], color="black", alpha=0.12,
                        label=f"{t['rule']}: threshold over queries")
         ax.axvline(t["median"], color="black", linestyle="--", linewidth=1.5,
-                   label=f"{t['rule']}: drop if s − p > {t['median']:.2g}" + (" (median)" if t["hi"] > t["lo"] else ""))
-    ax.set_xlabel(f"s − p   (s = candidate's teacher score, p = its query's {fig['positive_reference']} positive score)")
+                   label=f"{t['rule']}: drop if s − p > {t['median']:.2g}"
+                   + (" (median)" if t["hi"] > t["lo"] else ""))
+    ax.set_xlabel(f"s − p   (s = candidate's teacher score, "
+                  f"p = its query's {fig['positive_reference']} positive score)")
     ax.set_title("Negative candidates: margin to the positive")
     _legend(ax)
     save("margins", f)
@@ -314,8 +317,8 @@ def html_page(data: dict, plots: dict[str, Path]) -> str:
         f'<p class="note">Dropped by reason: {_e(reasons)}.</p>',
         "<h2>Teacher scores</h2>",
         '<p class="note">Every mined row by outcome: labeled positives (outline), promoted candidates, kept negatives,'
-        " and dropped candidates coloured by the reason the filter gave (a promoted candidate is counted as promoted, not under the reason "
-        "that dropped it).</p>",
+        " and dropped candidates coloured by the reason the filter gave (a promoted candidate is counted as promoted,"
+        " not under the reason that dropped it).</p>",
         _img(plots["scores"], "teacher score histograms"),
         "<h2>Margins to the positive</h2>",
     ]

@@ -84,23 +84,22 @@ def render(summary: dict) -> str:
             f"training file           {summary['training_file']} "
             f"({summary['training_rows']} {summary['training_format']} rows)"
         )
-    fig = summary.get("figures")
-    if fig:
-        head = f"{' median  [p10 .. p90]':<32}rows"
-        lines.append(f"{'teacher score':<24}{head}")
-        lines += [f"  {g:<22}{_spread_text(d, '{:.3f}'):<32}{d['rows']}" for g, d in fig["teacher_score"].items()]
-        lines.append(f"{'margin s - p':<24}{head}   (p = the query's {fig['positive_reference']} positive score)")
-        lines += [f"  {g:<22}{_spread_text(d):<32}{d['rows']}" for g, d in fig["margin_to_positive"].items()]
-        for t in fig["margin_thresholds"]:
-            span = f" (range {t['lo']:+.3g} .. {t['hi']:+.3g} over queries)" if t["hi"] > t["lo"] else ""
-            lines.append(f"  {t['rule']} drops at s - p > {t['median']:+.3g}{span}")
-        k = fig["kept_per_query"]
-        lines.append(f"{'kept per query':<24}{k['mean']} on average"
-                     + (f" of {k['requested']} requested; {k['queries_with_all']} queries with all" if k["requested"]
-                        else "") + f", {k['queries_with_none']} with none")
-        lines.append(f"{'kept negative rank':<24}{_spread_text(fig['kept_rank'], '{:.0f}')}")
-        for i, x in enumerate(fig["top_suspects"]):
-            lines.append(f"{'top suspects' if i == 0 else '':<24}{x['query_id']} / {x['doc_id']}: s {x['teacher_score']:.3f}"
-                         f" vs best positive {x['positive_score']:.3f} ({x['reason'] or 'kept'}, "
-                         f"{'promoted' if x['label'] == 'positive' else x['label']})")
+    fig = summary["figures"]
+    head = f"{' median  [p10 .. p90]':<32}rows"
+    lines.append(f"{'teacher score':<24}{head}")
+    lines += [f"  {g:<22}{_spread_text(d, '{:.3f}'):<32}{d['rows']}" for g, d in fig["teacher_score"].items()]
+    lines.append(f"{'margin s - p':<24}{head}   (p = the query's {fig['positive_reference']} positive score)")
+    lines += [f"  {g:<22}{_spread_text(d):<32}{d['rows']}" for g, d in fig["margin_to_positive"].items()]
+    for t in fig["margin_thresholds"]:
+        span = f" (range {t['lo']:+.3g} .. {t['hi']:+.3g} over queries)" if t["hi"] > t["lo"] else ""
+        lines.append(f"  {t['rule']} drops at s - p > {t['median']:+.3g}{span}")
+    k = fig["kept_per_query"]
+    lines.append(f"{'kept per query':<24}{k['mean']} on average"
+                 + (f" of {k['requested']} requested; {k['queries_with_all']} queries with all" if k["requested"]
+                    else "") + f", {k['queries_with_none']} with none")
+    lines.append(f"{'kept negative rank':<24}{_spread_text(fig['kept_rank'], '{:.0f}')}")
+    for i, x in enumerate(fig["top_suspects"]):
+        lines.append(f"{'top suspects' if i == 0 else '':<24}{x['query_id']} / {x['doc_id']}: "
+                     f"s {x['teacher_score']:.3f} vs best positive {x['positive_score']:.3f} ({x['reason'] or 'kept'}, "
+                     f"{'promoted' if x['label'] == 'positive' else x['label']})")
     return "\n".join(lines)

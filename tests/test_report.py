@@ -153,7 +153,8 @@ window.addEventListener('error', function (e) { if (e.target && e.target.tagName
 LOAD_PROBE = """<script>window.addEventListener('load', function () {
   var imgs = Array.prototype.slice.call(document.images);
   document.title = 'PROBE' + JSON.stringify({images: imgs.length,
-    broken: imgs.filter(function (i) { return !i.complete || i.naturalWidth === 0; }).map(function (i) { return i.alt; }),
+    broken: imgs.filter(function (i) { return !i.complete || i.naturalWidth === 0; })
+      .map(function (i) { return i.alt; }),
     widths: imgs.map(function (i) { return i.naturalWidth; }), errors: window.__errors,
     fetched: performance.getEntriesByType('resource').map(function (r) { return r.name; })}) + 'PROBE';
 });</script>"""

@@ -5,7 +5,7 @@ import typer
 from hardneg.cli.app import command
 
 
-@command("report", "Write one self-contained HTML page showing what the filter did to a run (plots, suspects, provenance).")
+@command("report", "Write one self-contained HTML page of what the filter did to a run (plots, suspects, provenance).")
 def report_cmd(
     run_dir: Path = typer.Argument(..., help="Run directory written by `hardneg run` (or laid out like one)."),
     out: Path = typer.Option(None, "--out", help="HTML file to write (default: RUN/report.html); plots go beside it."),

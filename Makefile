@@ -13,10 +13,11 @@ RETRIEVER ?= hybrid
 TOP_K   ?= 50
 TEACHER ?= all-MiniLM-L6-v2
 FORMAT  ?= triplets
+SUDO    := $(if $(filter 0,$(shell id -u)),,sudo)
 # rebuild a finished stage (--overwrite) when its input changed; resume an unfinished one
 REBUILD = $(if $(wildcard $@),--overwrite)
 
-.PHONY: install demo test import index mine score filter relabel export clean-run
+.PHONY: install browser demo test import index mine score filter relabel export clean-run
 
 install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -28,7 +29,12 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(HARDNEG) run $(SAMPLE) --out $(RUN) --config $(CONFIG)
 
-test: install
+# headless Chromium for the report's rendering test: Debian's package, installed when missing
+browser:
+	@test -x /usr/bin/chromium || { $(SUDO) apt-get update -q && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+
+test: install browser
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 import: $(RUN)/data/_SUCCESS

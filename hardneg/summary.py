@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from hardneg import schemas
-from hardneg.io.stagedir import read_manifest, read_stage
+from hardneg.io.stagedir import read_manifest, read_stage, require_finished
 from hardneg.pipeline import LAYOUT
+from hardneg.report import figures
 
 
 def summarize(run_dir: Path) -> dict:
@@ -27,12 +29,42 @@ def summarize(run_dir: Path) -> dict:
         "dropped_by_reason": {r: int(c) for r, c in reasons.iter_rows()},
         "relabeled_to_positive": int((df["label_source"] == "teacher").sum()),
     }
+    filter_cfg = require_finished(run_dir / LAYOUT["filter"], "filter")["config"]
+    fig = figures(df, filter_cfg, top=3)
+    counts, requested = fig["kept_per_query"], fig["requested_per_query"]
+    out["figures"] = {
+        "teacher_score": {g: _spread(v) for g, v in fig["scores"].items()},
+        "margin_to_positive": {g: _spread(v) for g, v in fig["margins"].items()},
+        "positive_reference": fig["positive_reference"],
+        "margin_thresholds": fig["margin_thresholds"],
+        "kept_per_query": {"requested": requested, "mean": round(float(counts.mean()), 2) if len(counts) else 0.0,
+                           "queries_with_none": int((counts == 0).sum()),
+                           "queries_with_all": int((counts >= requested).sum()) if requested else None},
+        "kept_rank": _spread(fig["kept_ranks"]),
+        "top_suspects": [{k: x[k] for k in ("query_id", "doc_id", "teacher_score", "positive_score", "reason",
+                                             "label")} for x in fig["suspects"]],
+    }
     for train in sorted(run_dir.glob("train.*.manifest.json")):
         manifest = json.loads(train.read_text())
         out["training_file"] = str(train).removesuffix(".manifest.json")
         out["training_format"] = manifest["config"]["format"]
         out["training_rows"] = manifest["summary"]["rows"]
     return out
+
+
+def _spread(values) -> dict:
+    """rows, median, 10th and 90th percentile."""
+    if not len(values):
+        return {"rows": 0}
+    p10, med, p90 = np.percentile(values, [10, 50, 90])
+    return {"rows": len(values), "median": round(float(med), 4), "p10": round(float(p10), 4),
+            "p90": round(float(p90), 4)}
+
+
+def _spread_text(d: dict, fmt: str = "{:+.3f}") -> str:
+    if not d["rows"]:
+        return "-"
+    return f"{fmt.format(d['median']):>7}  [{fmt.format(d['p10'])} .. {fmt.format(d['p90'])}]"
 
 
 def render(summary: dict) -> str:
@@ -52,4 +84,22 @@ def render(summary: dict) -> str:
             f"training file           {summary['training_file']} "
             f"({summary['training_rows']} {summary['training_format']} rows)"
         )
+    fig = summary["figures"]
+    head = f"{' median  [p10 .. p90]':<32}rows"
+    lines.append(f"{'teacher score':<24}{head}")
+    lines += [f"  {g:<22}{_spread_text(d, '{:.3f}'):<32}{d['rows']}" for g, d in fig["teacher_score"].items()]
+    lines.append(f"{'margin s - p':<24}{head}   (p = the query's {fig['positive_reference']} positive score)")
+    lines += [f"  {g:<22}{_spread_text(d):<32}{d['rows']}" for g, d in fig["margin_to_positive"].items()]
+    for t in fig["margin_thresholds"]:
+        span = f" (range {t['lo']:+.3g} .. {t['hi']:+.3g} over queries)" if t["hi"] > t["lo"] else ""
+        lines.append(f"  {t['rule']} drops at s - p > {t['median']:+.3g}{span}")
+    k = fig["kept_per_query"]
+    lines.append(f"{'kept per query':<24}{k['mean']} on average"
+                 + (f" of {k['requested']} requested; {k['queries_with_all']} queries with all" if k["requested"]
+                    else "") + f", {k['queries_with_none']} with none")
+    lines.append(f"{'kept negative rank':<24}{_spread_text(fig['kept_rank'], '{:.0f}')}")
+    for i, x in enumerate(fig["top_suspects"]):
+        lines.append(f"{'top suspects' if i == 0 else '':<24}{x['query_id']} / {x['doc_id']}: "
+                     f"s {x['teacher_score']:.3f} vs best positive {x['positive_score']:.3f} ({x['reason'] or 'kept'}, "
+                     f"{'promoted' if x['label'] == 'positive' else x['label']})")
     return "\n".join(lines)

@@ -18,3 +18,4 @@ def run_cmd(
     cfg = load_pipeline(config) if config else PipelineConfig()
     pipeline.run(src, out, cfg, overwrite, log=lambda m: typer.echo(m, err=True))
     typer.echo(summary.render(summary.summarize(out)))
+    typer.echo(f"{'see it':<24}hardneg report {out}")

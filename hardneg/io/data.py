@@ -15,14 +15,19 @@ from hardneg.io.stagedir import require_finished
 TABLES = {"corpus": schemas.CORPUS, "queries": schemas.QUERIES, "qrels": schemas.QRELS}
 
 
-def _first_duplicate(ids: pa.ChunkedArray) -> tuple[int, str] | None:
+def _first_duplicate(ids: pa.ChunkedArray) -> tuple[int, str, int] | None:
+    """(row of the first repeat, its id, row of the id's first occurrence), or None when ids are unique."""
     counts = pc.value_counts(ids)
     dup = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
     if len(dup) == 0:
         return None
-    value = dup[0].as_py()
-    row = pc.index(ids, value).as_py()
-    return row, value
+    first: dict[str, int] = {}
+    rows = pc.indices_nonzero(pc.is_in(ids, value_set=dup)).to_pylist()
+    for row, value in zip(rows, pc.take(ids, rows).to_pylist()):
+        if value in first:
+            return row, value, first[value]
+        first[value] = row
+    return None
 
 
 def _first_row(mask: pa.ChunkedArray | pa.Array) -> int | None:
@@ -45,7 +50,8 @@ def validate(tables: dict[str, pa.Table], files: dict[str, Path]) -> tuple[dict[
         dup = _first_duplicate(table[id_col])
         if dup:
             raise HardnegError(
-                f"{files[kind]}: record {dup[0] + 1}: duplicate {id_col} {dup[1]!r}; ids must be unique"
+                f"{files[kind]}: record {dup[0] + 1}: duplicate {id_col} {dup[1]!r} (first at record {dup[2] + 1}); "
+                f"ids must be unique, remove or rename one"
             )
     doc_text = pc.binary_join_element_wise(corpus["title"], corpus["text"], "")
     row = _first_row(pc.equal(pc.utf8_trim_whitespace(doc_text), ""))

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
 import json
 import sys
 import zlib
@@ -45,20 +44,20 @@ EXTENSIONS = (".jsonl.gz", ".jsonl", ".tsv.gz", ".tsv", ".parquet")
 csv.field_size_limit(sys.maxsize)
 
 
-def _open_text(path: Path):
-    raw = gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
-    return io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline="")
-
-
 def _lines(path: Path):
-    """Yield (line number, line) and turn decoding or truncation faults into a HardnegError with the line."""
+    """Yield (line number, line), decoded line by line so that a decoding error names its own line; turn decoding
+    or truncation faults into a HardnegError with the line."""
     n = 0
     try:
-        with _open_text(path) as fh:
-            for n, line in enumerate(fh, 1):
-                yield n, line
-    except UnicodeDecodeError as exc:
-        raise HardnegError(f"{path}: line {n + 1}: not UTF-8 ({exc.reason}); re-encode the file as UTF-8") from None
+        with gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb") as fh:
+            for n, raw in enumerate(fh, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise HardnegError(
+                        f"{path}: line {n}: not UTF-8 ({exc.reason} at byte {exc.start}); re-encode the file as UTF-8"
+                    ) from None
+                yield n, line.removeprefix("\ufeff") if n == 1 else line
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise HardnegError(f"{path}: truncated or corrupt gzip after line {n} ({exc}); re-create the file") from None
 

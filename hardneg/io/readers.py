@@ -6,7 +6,8 @@ Supported (detected from the file names in SRC):
   `query-id corpus-id score`);
 * JSONL with hardneg or BEIR field names (`doc_id`/`_id`/`id`, `query_id`, ...), qrels as `qrels[.<split>].jsonl`;
 * MS MARCO-style TSV: `collection.tsv` or `corpus.tsv` (`id<TAB>text[<TAB>title]`, no header), `queries[.<split>].tsv`,
-  qrels in TREC form (`qid 0 docid rel`) or three columns;
+  qrels in TREC form (`qid 0 docid rel`) or three columns; a first row that names an id column first and another
+  known column (`query-id corpus-id score`) is a header;
 * Parquet: `corpus.parquet`, `queries.parquet`, `qrels[.<split>].parquet`.
 
 Every reader reports the file and line of the first bad record.
@@ -125,7 +126,9 @@ def _read_tsv_table(path: Path, kind: str) -> dict[str, list]:
         return {k: [] for k in _wanted(kind)}
     lowered = [c.strip().lower() for c in first[1]]
     header_names = {a for aliases in {**ALIASES, **QREL_ALIASES}.values() for a in aliases}
-    if header_names & set(lowered):
+    id_names = set(ALIASES["doc_id"] + ALIASES["query_id"])
+    # a header names an id column first and at least one more known column (a text "query" is not a header)
+    if lowered[0] in id_names and header_names & set(lowered[1:]):
         header, body = lowered, rows
     else:
         header, body = None, _chain(first, rows)

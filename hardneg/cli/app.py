@@ -59,8 +59,11 @@ def choice(name: str, values) -> type[enum.Enum]:
 
 
 def done(manifest: dict, out: Path) -> None:
+    """Print what a stage wrote, and every count of skipped or dropped input rows it recorded (never silently)."""
     rows = sum(manifest.get("parts", {}).values())
-    typer.echo(f"wrote {out} ({manifest['stage']}: {rows} rows)")
+    skipped = [f"{n} {key.replace('_', ' ')}" for key, n in manifest.get("summary", {}).items()
+               if key.endswith(("_skipped", "_dropped")) and n]
+    typer.echo(f"wrote {out} ({manifest['stage']}: {rows} rows{''.join('; ' + s for s in skipped)})")
 
 
 # options shared by the commands that run a sentence-transformers model

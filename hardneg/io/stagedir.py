@@ -34,7 +34,7 @@ MANIFEST = "_manifest.json"
 SUCCESS = "_SUCCESS"
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as fh:
         fh.write(data)
@@ -180,14 +180,14 @@ class StageWriter:
         _test_kill_hook()
 
     def write_json(self, name: str, obj) -> None:
-        _atomic_write_bytes(self.out / name, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+        atomic_write_bytes(self.out / name, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
     def finish(self, summary: dict | None = None, models: dict | None = None) -> dict:
         for p in part_paths(self.out):
             if p.name not in self.parts:  # written by an earlier, interrupted run
                 self.parts[p.name] = pq.ParquetFile(p).metadata.num_rows
         manifest = self._write_manifest(status="finished", summary=summary or {}, models=models or {})
-        _atomic_write_bytes(self.out / SUCCESS, b"")
+        atomic_write_bytes(self.out / SUCCESS, b"")
         dir_fd = os.open(self.out, os.O_RDONLY)
         try:
             os.fsync(dir_fd)  # the renames above are durable once _SUCCESS is

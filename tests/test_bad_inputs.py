@@ -199,3 +199,30 @@ def test_gzip_that_is_not_gzip_names_the_file(tmp_path):
     (src / "corpus.jsonl").rename(src / "corpus.jsonl.gz")  # plain text under a .gz name
     result = invoke("import", src, "--out", tmp_path / "out", ok=False)
     assert_clean_error(result, tmp_path / "out", "corpus.jsonl.gz", "gzip")
+
+
+@pytest.mark.parametrize("column,row,expected", [
+    ("text", 3, "record 4 (doc_id"),  # null title and text
+    ("query_id", 2, "record 3: empty query_id"),
+])
+def test_parquet_nulls_count_as_empty(tmp_path, data_dir, column, row, expected):
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("corpus", "queries", "qrels"):
+        table = pq.read_table(data_dir / f"{name}.parquet")
+        if column in table.column_names and (name == "corpus") == (column == "text"):
+            for col in ([column, "title"] if column == "text" else [column]):
+                values = table[col].to_pylist()
+                values[row] = None
+                table = table.set_column(table.column_names.index(col), col, pa.array(values, pa.string()))
+        pq.write_table(table, src / f"{name}.parquet")
+    result = invoke("import", src, "--out", tmp_path / "out", ok=False)
+    assert_clean_error(result, tmp_path / "out", ".parquet", expected)
+
+
+def test_an_unreadable_source_file_is_one_line(tmp_path):
+    src = bad_source(tmp_path)
+    (src / "corpus.jsonl").unlink()
+    (src / "corpus.jsonl").mkdir()  # a directory where a file should be: an OSError, not a HardnegError
+    result = invoke("import", src, "--out", tmp_path / "out", ok=False)
+    assert_clean_error(result, tmp_path / "out", "corpus.jsonl", "Is a directory")

@@ -35,12 +35,18 @@ def _first_row(mask: pa.ChunkedArray | pa.Array) -> int | None:
     return idx[0].as_py() if len(idx) else None
 
 
+def _nulls_to_empty(table: pa.Table) -> pa.Table:
+    """Null strings (Parquet sources) count as empty, so the checks below catch them."""
+    columns = [pc.fill_null(c, "") if pa.types.is_string(c.type) else c for c in table.columns]
+    return pa.Table.from_arrays(columns, schema=table.schema)
+
+
 def validate(tables: dict[str, pa.Table], files: dict[str, Path]) -> tuple[dict[str, pa.Table], dict]:
     """Check ids and texts; return tables (queries limited to those named in qrels) and counts.
 
     Errors name the file, the (1-based) record number and the column.
     """
-    corpus, queries, qrels = tables["corpus"], tables["queries"], tables["qrels"]
+    corpus, queries, qrels = (_nulls_to_empty(tables[k]) for k in ("corpus", "queries", "qrels"))
     if corpus.num_rows == 0:
         raise HardnegError(f"{files['corpus']}: the corpus is empty; a corpus needs at least one document")
     for kind, table, id_col in (("corpus", corpus, "doc_id"), ("queries", queries, "query_id")):
@@ -66,6 +72,9 @@ def validate(tables: dict[str, pa.Table], files: dict[str, Path]) -> tuple[dict[
             f"{files['queries']}: record {row + 1} (query_id {queries['query_id'][row].as_py()!r}): empty text; "
             f"remove the query or give it text"
         )
+    row = _first_row(pc.is_null(qrels["relevance"]))
+    if row is not None:
+        raise HardnegError(f"{files['qrels']}: record {row + 1}: empty relevance; give every qrels row a relevance")
     for col, table, kind in (("doc_id", corpus, "corpus"), ("query_id", queries, "queries")):
         row = _first_row(pc.invert(pc.is_in(qrels[col], value_set=table[col].combine_chunks())))
         if row is not None:

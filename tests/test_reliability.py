@@ -199,3 +199,12 @@ def test_a_whole_run_killed_in_mine_resumes_and_is_byte_identical_to_an_uninterr
     assert again.returncode == 0, again.stderr
     assert again.stderr.count("up to date") == 6
     assert (tmp_path / "b" / "train.parquet").read_bytes() == a["train.parquet"]
+
+
+def test_a_training_file_without_its_manifest_is_named_as_an_interrupted_export(tmp_path, relabeled_dir, data_dir):
+    out = tmp_path / "train.parquet"
+    out.write_bytes(b"partial")  # what a kill between the file's rename and its manifest leaves
+    result = invoke("export", relabeled_dir, "--data", data_dir, "--out", out, ok=False)
+    assert result.exit_code == 2 and "without its manifest" in result.output and "--overwrite" in result.output
+    invoke("export", relabeled_dir, "--data", data_dir, "--out", out, "--overwrite")
+    assert Path(f"{out}.manifest.json").exists() and out.read_bytes()[:4] == b"PAR1"

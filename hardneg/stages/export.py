@@ -107,6 +107,9 @@ def run(relabeled_dir: Path, data_dir: Path, out: Path, cfg: ExportConfig, overw
     if not out.name.endswith((".parquet", ".jsonl")):
         raise HardnegError(f"{out}: the training file must end in .parquet or .jsonl")
     if out.exists() and not overwrite:
+        if not Path(f"{out}.manifest.json").exists():
+            raise HardnegError(f"{out}: exists without its manifest (an interrupted export?); pass --overwrite to "
+                               f"replace it")
         raise HardnegError(f"{out}: already exists; pass --overwrite to replace it")
     relabeled = read_stage(relabeled_dir, "relabel", schemas.RELABELED)
     g = grouped(relabeled, data.load(data_dir), cfg.max_positives_per_query)

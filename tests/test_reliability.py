@@ -144,8 +144,6 @@ def test_bm25_index_killed_leaves_no_success_and_a_rerun_finishes(tmp_path, data
 @pytest.mark.xfail(reason="needs chunked dense encoding from the mining branch", strict=False)
 def test_dense_index_killed_mid_encoding_resumes_to_the_same_embeddings(tmp_path, data_dir):
     args = ("index", data_dir, "--retriever", "dense", "--batch-size", "4")
-    full = hardneg(*args, "--out", tmp_path / "full")
-    assert full.returncode == 0, full.stderr
     out = tmp_path / "killed"
     proc = hardneg(*args, "--out", out, popen=True)
     first_chunk = out / "dense" / "chunks" / "emb-00000.npy"
@@ -154,6 +152,8 @@ def test_dense_index_killed_mid_encoding_resumes_to_the_same_embeddings(tmp_path
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     assert proc.returncode == KILLED and first_chunk.exists() and not (out / "_SUCCESS").exists()
+    full = hardneg(*args, "--out", tmp_path / "full")
+    assert full.returncode == 0, full.stderr
     rerun = hardneg(*args, "--out", out)
     assert rerun.returncode == 0, rerun.stderr
     emb = "dense/embeddings.npy"

@@ -65,5 +65,6 @@ def run(src: Path, out: Path, cfg: PipelineConfig, overwrite: bool = False, log=
                 f"{target}: was built with another config or input; pass --overwrite to rebuild it and what follows"
             )
         log(f"[{stage}] -> {target}")
-        fn(target, state == "stale")
+        # a training file without its manifest is one a killed export was writing: replace it
+        fn(target, state == "stale" or (stage == "export" and target.exists()))
     return paths

@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 
 from hardneg import schemas
-from hardneg.io.stagedir import read_manifest, read_stage, require_finished
+from hardneg.io.stagedir import MANIFEST, read_manifest, read_stage, require_finished
 from hardneg.pipeline import LAYOUT
 from hardneg.report import figures
 
@@ -17,12 +17,16 @@ from hardneg.report import figures
 def summarize(run_dir: Path) -> dict:
     run_dir = Path(run_dir)
     df = pl.from_arrow(read_stage(run_dir / LAYOUT["relabel"], "relabel", schemas.RELABELED))
-    mined = read_manifest(run_dir / LAYOUT["mine"])["summary"]
+    mine_manifest = read_manifest(run_dir / LAYOUT["mine"])
+    mined = mine_manifest["summary"]
+    data_dir = Path(mine_manifest["inputs"][1]["path"])
+    imported = read_manifest(data_dir).get("summary", {}) if (data_dir / MANIFEST).exists() else {}
     negatives = df.filter(~pl.col("is_positive"))
     reasons = negatives.filter(pl.col("reason").is_not_null())["reason"].value_counts(sort=True)
     out = {
         "queries": df["query_id"].n_unique(),
         "queries_without_positive_skipped": mined.get("queries_without_positive_skipped", 0),
+        "queries_without_qrels_dropped": imported.get("queries_without_qrels_dropped", 0),
         "positives": int(df["is_positive"].sum()),
         "candidates_mined": negatives.height,
         "negatives_kept": int((df["label"] == "negative").sum()),
@@ -68,10 +72,12 @@ def _spread_text(d: dict, fmt: str = "{:+.3f}") -> str:
 
 
 def render(summary: dict) -> str:
+    skipped = [f"{summary[key]} {what}" for key, what in (
+        ("queries_without_positive_skipped", "without a positive skipped"),
+        ("queries_without_qrels_dropped", "without qrels dropped"),
+    ) if summary.get(key)]
     lines = [
-        f"queries                 {summary['queries']}"
-        + (f"  ({summary['queries_without_positive_skipped']} without a positive skipped)"
-           if summary["queries_without_positive_skipped"] else ""),
+        f"queries                 {summary['queries']}" + (f"  ({', '.join(skipped)})" if skipped else ""),
         f"positives (qrels)       {summary['positives']}",
         f"candidates mined        {summary['candidates_mined']}",
         f"negatives kept          {summary['negatives_kept']}",

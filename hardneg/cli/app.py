@@ -27,16 +27,23 @@ def root(debug: bool = typer.Option(False, "--debug", envvar="HARDNEG_DEBUG", he
 
 
 def command(name: str, help: str):
-    """Register a command; a HardnegError it raises becomes `error: ...` on stderr and exit code 2."""
+    """Register a command; a HardnegError it raises becomes `error: ...` on stderr and exit code 2.
+
+    So does an OSError (a full disk, a file that vanished or cannot be read): one line naming the file; the finished
+    parts of the stage stay, and rerunning the same command resumes from them.
+    """
 
     def deco(fn):
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
             try:
                 return fn(*args, **kwargs)
-            except HardnegError as exc:
+            except (HardnegError, OSError) as exc:
                 if os.environ.get("HARDNEG_DEBUG", "") not in ("", "0"):
                     raise
+                if isinstance(exc, OSError):
+                    where = exc.filename if exc.filename is not None else "I/O"
+                    exc = f"{where}: {exc.strerror or exc}; fix that and rerun the same command (it resumes)"
                 typer.echo(f"error: {exc}", err=True)
                 raise typer.Exit(2) from None
 
@@ -52,8 +59,11 @@ def choice(name: str, values) -> type[enum.Enum]:
 
 
 def done(manifest: dict, out: Path) -> None:
+    """Print what a stage wrote, and every count of skipped or dropped input rows it recorded (never silently)."""
     rows = sum(manifest.get("parts", {}).values())
-    typer.echo(f"wrote {out} ({manifest['stage']}: {rows} rows)")
+    skipped = [f"{n} {key.replace('_', ' ')}" for key, n in manifest.get("summary", {}).items()
+               if key.endswith(("_skipped", "_dropped")) and n]
+    typer.echo(f"wrote {out} ({manifest['stage']}: {rows} rows{''.join('; ' + s for s in skipped)})")
 
 
 # options shared by the commands that run a sentence-transformers model

@@ -17,4 +17,6 @@ def import_cmd(
 
     manifest = import_.run(src, out, validate(ImportConfig(split=split)), overwrite)
     s = manifest["summary"]
-    typer.echo(f"wrote {out} ({s['documents']} documents, {s['queries']} queries, {s['qrels']} qrels)")
+    dropped = s["queries_without_qrels_dropped"]
+    note = f"; {dropped} queries without qrels dropped" if dropped else ""
+    typer.echo(f"wrote {out} ({s['documents']} documents, {s['queries']} queries, {s['qrels']} qrels{note})")

@@ -15,14 +15,19 @@ from hardneg.io.stagedir import require_finished
 TABLES = {"corpus": schemas.CORPUS, "queries": schemas.QUERIES, "qrels": schemas.QRELS}
 
 
-def _first_duplicate(ids: pa.ChunkedArray) -> tuple[int, str] | None:
+def _first_duplicate(ids: pa.ChunkedArray) -> tuple[int, str, int] | None:
+    """(row of the first repeat, its id, row of the id's first occurrence), or None when ids are unique."""
     counts = pc.value_counts(ids)
     dup = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
     if len(dup) == 0:
         return None
-    value = dup[0].as_py()
-    row = pc.index(ids, value).as_py()
-    return row, value
+    first: dict[str, int] = {}
+    rows = pc.indices_nonzero(pc.is_in(ids, value_set=dup)).to_pylist()
+    for row, value in zip(rows, pc.take(ids, rows).to_pylist()):
+        if value in first:
+            return row, value, first[value]
+        first[value] = row
+    return None
 
 
 def _first_row(mask: pa.ChunkedArray | pa.Array) -> int | None:
@@ -30,12 +35,18 @@ def _first_row(mask: pa.ChunkedArray | pa.Array) -> int | None:
     return idx[0].as_py() if len(idx) else None
 
 
+def _nulls_to_empty(table: pa.Table) -> pa.Table:
+    """Null strings (Parquet sources) count as empty, so the checks below catch them."""
+    columns = [pc.fill_null(c, "") if pa.types.is_string(c.type) else c for c in table.columns]
+    return pa.Table.from_arrays(columns, schema=table.schema)
+
+
 def validate(tables: dict[str, pa.Table], files: dict[str, Path]) -> tuple[dict[str, pa.Table], dict]:
     """Check ids and texts; return tables (queries limited to those named in qrels) and counts.
 
     Errors name the file, the (1-based) record number and the column.
     """
-    corpus, queries, qrels = tables["corpus"], tables["queries"], tables["qrels"]
+    corpus, queries, qrels = (_nulls_to_empty(tables[k]) for k in ("corpus", "queries", "qrels"))
     if corpus.num_rows == 0:
         raise HardnegError(f"{files['corpus']}: the corpus is empty; a corpus needs at least one document")
     for kind, table, id_col in (("corpus", corpus, "doc_id"), ("queries", queries, "query_id")):
@@ -45,7 +56,8 @@ def validate(tables: dict[str, pa.Table], files: dict[str, Path]) -> tuple[dict[
         dup = _first_duplicate(table[id_col])
         if dup:
             raise HardnegError(
-                f"{files[kind]}: record {dup[0] + 1}: duplicate {id_col} {dup[1]!r}; ids must be unique"
+                f"{files[kind]}: record {dup[0] + 1}: duplicate {id_col} {dup[1]!r} (first at record {dup[2] + 1}); "
+                f"ids must be unique, remove or rename one"
             )
     doc_text = pc.binary_join_element_wise(corpus["title"], corpus["text"], "")
     row = _first_row(pc.equal(pc.utf8_trim_whitespace(doc_text), ""))
@@ -60,6 +72,9 @@ def validate(tables: dict[str, pa.Table], files: dict[str, Path]) -> tuple[dict[
             f"{files['queries']}: record {row + 1} (query_id {queries['query_id'][row].as_py()!r}): empty text; "
             f"remove the query or give it text"
         )
+    row = _first_row(pc.is_null(qrels["relevance"]))
+    if row is not None:
+        raise HardnegError(f"{files['qrels']}: record {row + 1}: empty relevance; give every qrels row a relevance")
     for col, table, kind in (("doc_id", corpus, "corpus"), ("query_id", queries, "queries")):
         row = _first_row(pc.invert(pc.is_in(qrels[col], value_set=table[col].combine_chunks())))
         if row is not None:

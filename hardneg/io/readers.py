@@ -6,7 +6,8 @@ Supported (detected from the file names in SRC):
   `query-id corpus-id score`);
 * JSONL with hardneg or BEIR field names (`doc_id`/`_id`/`id`, `query_id`, ...), qrels as `qrels[.<split>].jsonl`;
 * MS MARCO-style TSV: `collection.tsv` or `corpus.tsv` (`id<TAB>text[<TAB>title]`, no header), `queries[.<split>].tsv`,
-  qrels in TREC form (`qid 0 docid rel`) or three columns;
+  qrels in TREC form (`qid 0 docid rel`) or three columns; a first row that names an id column first and another
+  known column (`query-id corpus-id score`) is a header;
 * Parquet: `corpus.parquet`, `queries.parquet`, `qrels[.<split>].parquet`.
 
 Every reader reports the file and line of the first bad record.
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
 import json
 import sys
 import zlib
@@ -45,20 +45,20 @@ EXTENSIONS = (".jsonl.gz", ".jsonl", ".tsv.gz", ".tsv", ".parquet")
 csv.field_size_limit(sys.maxsize)
 
 
-def _open_text(path: Path):
-    raw = gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
-    return io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline="")
-
-
 def _lines(path: Path):
-    """Yield (line number, line) and turn decoding or truncation faults into a HardnegError with the line."""
+    """Yield (line number, line), decoded line by line so that a decoding error names its own line; turn decoding
+    or truncation faults into a HardnegError with the line."""
     n = 0
     try:
-        with _open_text(path) as fh:
-            for n, line in enumerate(fh, 1):
-                yield n, line
-    except UnicodeDecodeError as exc:
-        raise HardnegError(f"{path}: line {n + 1}: not UTF-8 ({exc.reason}); re-encode the file as UTF-8") from None
+        with gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb") as fh:
+            for n, raw in enumerate(fh, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise HardnegError(
+                        f"{path}: line {n}: not UTF-8 ({exc.reason} at byte {exc.start}); re-encode the file as UTF-8"
+                    ) from None
+                yield n, line.removeprefix("\ufeff") if n == 1 else line
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise HardnegError(f"{path}: truncated or corrupt gzip after line {n} ({exc}); re-create the file") from None
 
@@ -126,7 +126,9 @@ def _read_tsv_table(path: Path, kind: str) -> dict[str, list]:
         return {k: [] for k in _wanted(kind)}
     lowered = [c.strip().lower() for c in first[1]]
     header_names = {a for aliases in {**ALIASES, **QREL_ALIASES}.values() for a in aliases}
-    if header_names & set(lowered):
+    id_names = set(ALIASES["doc_id"] + ALIASES["query_id"])
+    # a header names an id column first and at least one more known column (a text "query" is not a header)
+    if lowered[0] in id_names and header_names & set(lowered[1:]):
         header, body = lowered, rows
     else:
         header, body = None, _chain(first, rows)

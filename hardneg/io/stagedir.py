@@ -7,6 +7,10 @@ A stage directory is the only thing stages exchange. Its contract:
 * `_SUCCESS` is written last; a stage refuses an input directory without it;
 * a rerun into an unfinished directory resumes it, part by part, if and only if its resolved config and inputs are
   the same as the manifest's; a finished directory is never overwritten without `overwrite=True`.
+
+Test hook: with the environment variable `HARDNEG_TEST_KILL_AFTER_PARTS=N`, the process SIGKILLs itself right
+after writing its N-th part (`StageWriter.write_table`), so tests can kill a stage at a chosen point. Never set it
+outside tests.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -29,7 +34,7 @@ MANIFEST = "_manifest.json"
 SUCCESS = "_SUCCESS"
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as fh:
         fh.write(data)
@@ -39,10 +44,23 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def write_parquet(path: Path, table: pa.Table) -> None:
-    """Write `table` to `path` atomically (temp file + rename)."""
+    """Write `table` to `path` atomically (temp file, fsync, rename)."""
     tmp = path.with_name(f".{path.name}.tmp")
     pq.write_table(table, tmp, compression="zstd")
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+_parts_written = 0
+
+
+def _test_kill_hook() -> None:
+    """HARDNEG_TEST_KILL_AFTER_PARTS=N: SIGKILL this process after its N-th part (a test hook, see the module doc)."""
+    global _parts_written
+    _parts_written += 1
+    if os.environ.get("HARDNEG_TEST_KILL_AFTER_PARTS") == str(_parts_written):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def manifest_digest(stage_dir: Path) -> str:
@@ -97,8 +115,9 @@ def read_stage(stage_dir: Path, stage: str | tuple[str, ...], schema: pa.Schema)
 class StageWriter:
     """Writes one stage directory. Use as a context manager; call `finish()` when every part is written.
 
-    A `HardnegError` raised inside the block removes the unfinished directory (its input was bad, nothing in it is
-    worth resuming). Any other interruption (Ctrl-C, a kill) leaves the finished parts for a rerun to resume from.
+    A `HardnegError` raised inside the block removes the directory if this run started it (its input was bad,
+    nothing in it is worth resuming); a resumed directory keeps the parts finished before. Any other interruption
+    (Ctrl-C, a kill, a full disk) leaves the finished parts for a rerun to resume from.
     """
 
     def __init__(self, out: Path, stage: str, config: dict, inputs: list[Path] | None = None, overwrite: bool = False):
@@ -109,6 +128,7 @@ class StageWriter:
         self.overwrite = overwrite
         self.started = time.time()
         self.parts: dict[str, int] = {}
+        self.resumed = False
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def __enter__(self) -> "StageWriter":
@@ -128,6 +148,9 @@ class StageWriter:
                     f"{out}: holds an unfinished {old.get('stage')} run with a different config or input; "
                     f"rerun with the same options to resume it, or pass --overwrite to start over"
                 )
+            self.resumed = True
+            for tmp in out.glob(".*.tmp"):  # a file a killed run was writing; it is written again
+                tmp.unlink()
         elif out.exists() and any(p for p in out.iterdir() if not p.name.startswith(".")):
             raise HardnegError(f"{out}: exists and is not empty; choose another --out or empty it")
         try:
@@ -138,8 +161,9 @@ class StageWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc_type is not None and issubclass(exc_type, HardnegError) and not (self.out / SUCCESS).exists():
-            shutil.rmtree(self.out, ignore_errors=True)
+        if exc_type is not None and issubclass(exc_type, HardnegError) and not self.resumed:
+            if not (self.out / SUCCESS).exists():
+                shutil.rmtree(self.out, ignore_errors=True)
         return False
 
     # -- parts -----------------------------------------------------------------------------------------------
@@ -153,16 +177,22 @@ class StageWriter:
     def write_table(self, name: str, table: pa.Table) -> None:
         write_parquet(self.out / name, table)
         self.parts[name] = table.num_rows
+        _test_kill_hook()
 
     def write_json(self, name: str, obj) -> None:
-        _atomic_write_bytes(self.out / name, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+        atomic_write_bytes(self.out / name, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
     def finish(self, summary: dict | None = None, models: dict | None = None) -> dict:
         for p in part_paths(self.out):
             if p.name not in self.parts:  # written by an earlier, interrupted run
                 self.parts[p.name] = pq.ParquetFile(p).metadata.num_rows
         manifest = self._write_manifest(status="finished", summary=summary or {}, models=models or {})
-        _atomic_write_bytes(self.out / SUCCESS, b"")
+        atomic_write_bytes(self.out / SUCCESS, b"")
+        dir_fd = os.open(self.out, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # the renames above are durable once _SUCCESS is
+        finally:
+            os.close(dir_fd)
         return manifest
 
     def _write_manifest(self, status: str, **extra) -> dict:

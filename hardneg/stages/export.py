@@ -25,7 +25,7 @@ from hardneg import schemas
 from hardneg.config import ExportConfig, asdict
 from hardneg.errors import HardnegError
 from hardneg.io import data
-from hardneg.io.stagedir import manifest_digest, read_stage, write_parquet
+from hardneg.io.stagedir import atomic_write_bytes, manifest_digest, read_stage, write_parquet
 
 
 def grouped(relabeled: pa.Table, tables: dict[str, pa.Table], max_positives: int) -> pl.DataFrame:
@@ -107,6 +107,9 @@ def run(relabeled_dir: Path, data_dir: Path, out: Path, cfg: ExportConfig, overw
     if not out.name.endswith((".parquet", ".jsonl")):
         raise HardnegError(f"{out}: the training file must end in .parquet or .jsonl")
     if out.exists() and not overwrite:
+        if not Path(f"{out}.manifest.json").exists():
+            raise HardnegError(f"{out}: exists without its manifest (an interrupted export?); pass --overwrite to "
+                               f"replace it")
         raise HardnegError(f"{out}: already exists; pass --overwrite to replace it")
     relabeled = read_stage(relabeled_dir, "relabel", schemas.RELABELED)
     g = grouped(relabeled, data.load(data_dir), cfg.max_positives_per_query)
@@ -122,5 +125,5 @@ def run(relabeled_dir: Path, data_dir: Path, out: Path, cfg: ExportConfig, overw
         "summary": counts,
         "columns": rows.columns,
     }
-    Path(f"{out}.manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    atomic_write_bytes(Path(f"{out}.manifest.json"), (json.dumps(manifest, indent=2) + "\n").encode())
     return manifest

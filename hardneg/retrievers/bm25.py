@@ -70,6 +70,17 @@ class Bm25s:
             idx[nonempty], score[nonempty] = sub_idx, sub_score
         return idx, score, None
 
+    def score_docs(self, queries: list[str], rows: list[np.ndarray]) -> list[np.ndarray]:
+        """BM25 scores of the given document rows for each query (for positives the top-k missed)."""
+        out = []
+        for q, r in zip(tokenize(queries, self.cfg.stopwords), rows):
+            ids = self.model.get_tokens_ids(q)
+            if len(r) == 0 or not ids:
+                out.append(np.zeros(len(r), dtype=np.float32))
+            else:
+                out.append(self.model.get_scores(ids)[np.asarray(r, dtype=np.int64)].astype(np.float32))
+        return out
+
 
 class RankBm25:
     """rank-bm25's BM25Okapi: pure Python, slow on large corpora; kept as the reference backend."""
@@ -98,3 +109,10 @@ class RankBm25:
             rows_idx.append(top)
             rows_score.append(scores[top])
         return (*_pad(rows_idx, rows_score, k), None)
+
+    def score_docs(self, queries: list[str], rows: list[np.ndarray]) -> list[np.ndarray]:
+        return [
+            self.model.get_scores(q)[np.asarray(r, dtype=np.int64)].astype(np.float32) if len(r) else
+            np.zeros(0, dtype=np.float32)
+            for q, r in zip(tokenize(queries, self.cfg.stopwords), rows)
+        ]

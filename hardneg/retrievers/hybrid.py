@@ -22,12 +22,12 @@ def rrf_contributions(idx: np.ndarray, score: np.ndarray, rrf_k: int) -> np.ndar
 
 
 def minmax_contributions(idx: np.ndarray, score: np.ndarray) -> np.ndarray:
-    s = np.where(idx >= 0, score, np.nan).astype(np.float64)
-    with np.errstate(invalid="ignore"):
-        lo, hi = np.nanmin(s, axis=1, keepdims=True), np.nanmax(s, axis=1, keepdims=True)
-        span = hi - lo
-        out = np.where(span > 0, (s - lo) / np.where(span > 0, span, 1.0), 1.0)
-    return np.nan_to_num(out, nan=0.0)
+    valid = (idx >= 0) & ~np.isnan(score)
+    s = np.where(valid, score, 0.0).astype(np.float64)
+    lo = np.where(valid, s, np.inf).min(axis=1, keepdims=True)
+    hi = np.where(valid, s, -np.inf).max(axis=1, keepdims=True)
+    span = np.where(hi > lo, hi - lo, 1.0)
+    return np.where(valid, np.where(hi > lo, (s - np.where(valid, lo, 0.0)) / span, 1.0), 0.0)
 
 
 def fuse(runs: dict[str, tuple[np.ndarray, np.ndarray]], weights: dict[str, np.ndarray], k: int):

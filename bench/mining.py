@@ -8,12 +8,14 @@ peak RSS (os.wait4), so a side's memory is its own and warm runs really start co
 * hardneg warm: a second `hardneg mine` (other output, other sampling) on the same index: the corpus embeddings
   come from the cache beside the index, only queries are encoded;
 * ST cold: a fresh process loads the BEIR files and calls `mine_hard_negatives(..., range_max=K,
-  num_negatives=K, use_faiss=True)`; ST warm = the same call again in a fresh process, as a user reruns a script;
-  ST warm (cache_folder) = the same with ST's own `cache_folder` embedding cache filled by an earlier call;
+  num_negatives=K, use_faiss=True, cache_folder=C)` with an empty C (saving two .npy files on the way);
+  ST warm (cache_folder) = the same call in a fresh process once C is filled; ST warm (rerun) = the call again in a
+  fresh process without cache_folder, as a user reruns a script;
 * bm25s vs rank-bm25: index and retrieve the top 100 of every query with hardneg's two BM25 backends (same
   tokenizer), each in its own process; overlap = mean |top-100 ∩ top-100| / 100 over queries.
 
     python bench/mining.py --data /work/shared/data/nfcorpus
+    python bench/mining.py --data /work/shared/data/nfcorpus --max-queries 10 --max-docs 600   # a seeded slice
 """
 
 from __future__ import annotations
@@ -69,6 +71,29 @@ def read_beir(path: Path, split: str):
     return corpus, queries, pairs
 
 
+def subset(src: Path, out: Path, split: str, max_queries: int, max_docs: int, seed: int = 0) -> Path:
+    """A seeded slice in BEIR layout: `max_queries` queries, all their positives, other documents up to `max_docs`."""
+    import random
+
+    corpus, queries, pairs = read_beir(src, split)
+    rng = random.Random(seed)
+    all_q = sorted({q for q, _ in pairs})
+    qids = sorted(rng.sample(all_q, min(max_queries, len(all_q))))
+    keep_pairs = [(q, d) for q, d in pairs if q in set(qids)]
+    docs = {d for _, d in keep_pairs}
+    others = sorted(set(corpus) - docs)
+    docs |= set(rng.sample(others, max(0, min(len(others), max_docs - len(docs)))))
+    (out / "qrels").mkdir(parents=True)
+    with open(out / "corpus.jsonl", "w") as fh:
+        fh.writelines(json.dumps({"_id": d, "title": "", "text": t}) + "\n" for d, t in corpus.items() if d in docs)
+    with open(out / "queries.jsonl", "w") as fh:
+        fh.writelines(json.dumps({"_id": q, "text": queries[q]}) + "\n" for q in qids)
+    with open(out / "qrels" / f"{split}.tsv", "w") as fh:
+        fh.write("query-id\tcorpus-id\tscore\n")
+        fh.writelines(f"{q}\t{d}\t1\n" for q, d in keep_pairs)
+    return out
+
+
 def side_st(args) -> None:
     """One sentence-transformers run (a separate process)."""
     from datasets import Dataset
@@ -121,6 +146,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64, help="encoding batch size, both sides")
     ap.add_argument("--work", type=Path, default=None, help="scratch directory (default: a temporary one)")
     ap.add_argument("--json", type=Path, default=HERE / "results" / "mining.json")
+    ap.add_argument("--max-queries", type=int, default=0, help="bench on a seeded slice: this many queries ...")
+    ap.add_argument("--max-docs", type=int, default=0, help="... their positives and other documents up to this many")
     ap.add_argument("--side", choices=["st", "bm25"], help=argparse.SUPPRESS)
     ap.add_argument("--backend", help=argparse.SUPPRESS)
     ap.add_argument("--cache", type=Path, help=argparse.SUPPRESS)
@@ -137,6 +164,9 @@ def main() -> None:
         shutil.rmtree(work)
     work.mkdir(parents=True)
     log = work / "bench.log"
+    full_data = args.data
+    if args.max_queries or args.max_docs:
+        args.data = subset(args.data, work / "slice", args.split, args.max_queries or 10**9, args.max_docs or 10**9)
     hn = [str(Path(sys.executable).with_name("hardneg"))]
     me = [sys.executable, str(Path(__file__).resolve()), "--data", str(args.data), "--split", args.split,
           "--top-k", str(args.top_k), "--batch-size", str(args.batch_size), "--work", str(work)]
@@ -154,13 +184,12 @@ def main() -> None:
                                str(work / "mined"), "--top-k", k])
     step("hardneg_mine_warm", hn + ["mine", str(work / "index"), "--data", str(work / "data"), "--out",
                                     str(work / "mined-2"), "--top-k", k, "--sample", "10", "--sampling", "random"])
-    step("st_cold", me + ["--side", "st"])
-    step("st_warm_rerun", me + ["--side", "st"])
-    step("st_cache_fill", me + ["--side", "st", "--cache", str(work / "st-cache")])
+    step("st_cold", me + ["--side", "st", "--cache", str(work / "st-cache")])  # fills ST's cache_folder
     step("st_warm_cache_folder", me + ["--side", "st", "--cache", str(work / "st-cache")])
     for backend in ("bm25", "rank-bm25"):
         step(f"{backend}_process", me + ["--side", "bm25", "--backend", backend])
         r[backend] = json.loads((work / f"bm25-{backend}.json").read_text())
+    step("st_warm_rerun", me + ["--side", "st"])
     a, b = np.load(work / "top100-bm25.npy"), np.load(work / "top100-rank-bm25.npy")
     overlap = [len(set(x[x >= 0]) & set(y[y >= 0])) / max(1, min(100, (x >= 0).sum(), (y >= 0).sum()))
                for x, y in zip(a, b)]
@@ -186,7 +215,7 @@ def main() -> None:
          r["hardneg_mine_warm"]["peak_rss_mib"], r["st_warm_cache_folder"]["wall_s"],
          r["st_warm_cache_folder"]["peak_rss_mib"], ratios["warm_vs_st_cache_folder"], "-"),
     ]
-    print(f"\nNFCorpus {args.split}: {r['bm25']['documents']} documents, {r['bm25']['queries']} queries, top-k {k}, "
+    print(f"\n{full_data.name} {args.split}{' slice' if args.data != full_data else ''}: {r['bm25']['documents']} documents, {r['bm25']['queries']} queries, top-k {k}, "
           f"all-MiniLM-L6-v2, batch {bs}, {os.cpu_count()} CPUs\n")
     print("| comparison | hardneg s | hardneg peak RSS | other s | other peak RSS | speed-up | target |")
     print("|---|---:|---:|---:|---:|---:|---:|")

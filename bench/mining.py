@@ -12,7 +12,8 @@ peak RSS (os.wait4), so a side's memory is its own and warm runs really start co
   ST warm (cache_folder) = the same call in a fresh process once C is filled; ST warm (rerun) = the call again in a
   fresh process without cache_folder, as a user reruns a script;
 * bm25s vs rank-bm25: index and retrieve the top 100 of every query with hardneg's two BM25 backends (same
-  tokenizer), each in its own process; overlap = mean |top-100 ∩ top-100| / 100 over queries.
+  tokenizer; always the whole collection), each in its own process; overlap = mean |top-100 ∩ top-100| / 100
+  over queries (bm25s scores with Lucene's idf, rank-bm25 with Okapi's, so they differ in the tail).
 
     python bench/mining.py --data /work/shared/data/nfcorpus
     python bench/mining.py --data /work/shared/data/nfcorpus --max-queries 10 --max-docs 600   # a seeded slice
@@ -186,8 +187,8 @@ def main() -> None:
                                     str(work / "mined-2"), "--top-k", k, "--sample", "10", "--sampling", "random"])
     step("st_cold", me + ["--side", "st", "--cache", str(work / "st-cache")])  # fills ST's cache_folder
     step("st_warm_cache_folder", me + ["--side", "st", "--cache", str(work / "st-cache")])
-    for backend in ("bm25", "rank-bm25"):
-        step(f"{backend}_process", me + ["--side", "bm25", "--backend", backend])
+    for backend in ("bm25", "rank-bm25"):  # BM25 is cheap: always on the whole collection, never the slice
+        step(f"{backend}_process", me[:2] + ["--data", str(full_data)] + me[4:] + ["--side", "bm25", "--backend", backend])
         r[backend] = json.loads((work / f"bm25-{backend}.json").read_text())
     step("st_warm_rerun", me + ["--side", "st"])
     a, b = np.load(work / "top100-bm25.npy"), np.load(work / "top100-rank-bm25.npy")
@@ -215,8 +216,13 @@ def main() -> None:
          r["hardneg_mine_warm"]["peak_rss_mib"], r["st_warm_cache_folder"]["wall_s"],
          r["st_warm_cache_folder"]["peak_rss_mib"], ratios["warm_vs_st_cache_folder"], "-"),
     ]
-    print(f"\n{full_data.name} {args.split}{' slice' if args.data != full_data else ''}: {r['bm25']['documents']} documents, {r['bm25']['queries']} queries, top-k {k}, "
-          f"all-MiniLM-L6-v2, batch {bs}, {os.cpu_count()} CPUs\n")
+    dense_corpus, dense_queries, dense_pairs = read_beir(args.data, args.split)
+    r["dense_data"] = {"documents": len(dense_corpus), "queries": len({q for q, _ in dense_pairs}),
+                       "pairs": len(dense_pairs), "slice": args.data != full_data}
+    print(f"\ndense: {full_data.name} {args.split}{' seeded slice' if args.data != full_data else ''}, "
+          f"{r['dense_data']['documents']} documents, {r['dense_data']['queries']} queries, top-k {k}, all-MiniLM-L6-v2, "
+          f"batch {bs}; BM25: {full_data.name} {args.split}, {r['bm25']['documents']} documents, "
+          f"{r['bm25']['queries']} queries; {os.cpu_count()} CPUs\n")
     print("| comparison | hardneg s | hardneg peak RSS | other s | other peak RSS | speed-up | target |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name, hs, hr, os_, orr, ratio, target in rows:

@@ -309,3 +309,23 @@ def test_an_empty_rank_window_is_refused(tmp_path, data_dir, index_dirs):
     result = invoke("mine", index_dirs["bm25"], "--data", data_dir, "--out", tmp_path / "m", "--top-k", "5",
                     "--range-min", "5", ok=False)
     assert result.exit_code == 2 and "range_min" in result.output and not (tmp_path / "m").exists()
+
+
+def test_bm25_search_in_memory_bounded_sub_batches_ranks_the_same(index_dirs, data_dir, monkeypatch):
+    from hardneg.config import IndexConfig
+    from hardneg.io import data
+    from hardneg.retrievers import bm25
+
+    queries = data.load(data_dir)["queries"]["text"].to_pylist()
+    retriever = bm25.Bm25s(index_dirs["bm25"], IndexConfig())
+    one_batch = retriever.search(queries, 10)
+    monkeypatch.setattr(bm25, "MAX_POSTINGS", 1)  # every query scored on its own
+    alone = retriever.search(queries, 10)
+    np.testing.assert_array_equal(one_batch[0], alone[0])
+    np.testing.assert_allclose(one_batch[1], alone[1])
+    # the scores are bm25s' own
+    for i, q in enumerate(bm25.tokenize(queries, "en")):
+        ids = retriever.model.get_tokens_ids(q)
+        got = one_batch[0][i][one_batch[0][i] >= 0]
+        if ids:
+            np.testing.assert_allclose(retriever.model.get_scores(ids)[got], one_batch[1][i][: len(got)], rtol=1e-5)

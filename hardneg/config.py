@@ -21,6 +21,9 @@ FILTER_RULES = ("perc-pos", "margin-pos", "max-score", "min-score")
 POSITIVE_REFERENCES = ("min", "mean", "max")
 EXPORT_FORMATS = ("triplets", "n-tuple", "labeled", "flagembedding")
 SAMPLING = ("top", "random", "simans")  # hardneg.sampling.STRATEGIES
+FAISS_INDEXES = ("flat", "ivf", "hnsw")
+EMBEDDING_DTYPES = ("float32", "float16")
+FUSIONS = ("rrf", "weighted")
 
 
 @dataclass
@@ -47,6 +50,13 @@ class IndexConfig(EncoderConfig):
     bm25_k1: float = 1.5
     bm25_b: float = 0.75
     stopwords: str = "en"
+    faiss: str = "flat"  # dense search: flat (exact) | ivf | hnsw (approximate, for large corpora)
+    ivf_nlist: int = 0  # ivf: number of clusters; 0 = 4 * sqrt(documents)
+    ivf_nprobe: int = 16  # ivf: clusters visited per query
+    hnsw_m: int = 32  # hnsw: neighbours per node
+    hnsw_ef_search: int = 128  # hnsw: search breadth (raised to the depth asked for when smaller)
+    embedding_dtype: str = "float32"  # corpus embedding cache: float32 | float16
+    encode_chunk_size: int = 8192  # documents per cached chunk (a killed `index` resumes at the last chunk)
 
 
 @dataclass
@@ -55,6 +65,18 @@ class MineConfig:
     min_relevance: int = 1  # qrels rows with relevance >= this are positives
     query_batch_size: int = 256  # queries retrieved (and rows written) per part
     rrf_k: int = 60  # hybrid: reciprocal-rank fusion constant
+    range_min: int = 0  # skip the range_min best-ranked candidates (positives are always kept)
+    range_max: int = 0  # last rank kept and retrieval depth; 0 = top_k
+    sample: int = 0  # keep this many candidates per query from the rank window; 0 = all
+    sampling: str = "top"  # top (best rank) | random | simans (around the best positive's retriever score)
+    seed: int = 0
+    simans_a: float = 0.5  # SimANS weight exp(-a * (s - p - b)^2)
+    simans_b: float = 0.0
+    fusion: str = "rrf"  # hybrid: rrf (reciprocal rank) | weighted (min-max normalized scores)
+    dense_weight: float = 0.5  # hybrid weighted fusion: weight of dense, 1 - dense_weight for bm25
+    sparse_depth: int = 0  # hybrid: candidates taken from bm25 before fusion; 0 = the retrieval depth
+    dense_depth: int = 0  # hybrid: candidates taken from dense before fusion; 0 = the retrieval depth
+    device: str | None = None  # query encoding device; None = the index's
 
 
 @dataclass
@@ -111,6 +133,9 @@ CHOICES = {
     "positive_reference": POSITIVE_REFERENCES,
     "format": EXPORT_FORMATS,
     "sampling": SAMPLING,
+    "faiss": FAISS_INDEXES,
+    "embedding_dtype": EMBEDDING_DTYPES,
+    "fusion": FUSIONS,
 }
 
 
@@ -130,7 +155,15 @@ def validate(cfg, source: str = "options"):
             raise HardnegError(f"{source}: rule min-score needs a value: pass --min-score X")
         if cfg.negatives_per_query < 0:
             raise HardnegError(f"{source}: negatives_per_query must be >= 0 (0 keeps every survivor)")
-    for name in ("top_k", "batch_size", "query_batch_size"):
+    if isinstance(cfg, MineConfig):
+        depth = cfg.range_max or cfg.top_k
+        if not 0 <= cfg.range_min < depth:
+            raise HardnegError(f"{source}: range_min must be >= 0 and below range_max ({depth}); got {cfg.range_min}")
+        if min(cfg.range_max, cfg.sample, cfg.sparse_depth, cfg.dense_depth) < 0:
+            raise HardnegError(f"{source}: range_max, sample, sparse_depth and dense_depth must be >= 0 (0 = default)")
+        if not 0.0 <= cfg.dense_weight <= 1.0:
+            raise HardnegError(f"{source}: dense_weight must be between 0 and 1; got {cfg.dense_weight}")
+    for name in ("top_k", "batch_size", "query_batch_size", "encode_chunk_size", "ivf_nprobe", "hnsw_m"):
         if hasattr(cfg, name) and getattr(cfg, name) < 1:
             raise HardnegError(f"{source}: {name} must be at least 1")
     return cfg

@@ -21,6 +21,7 @@ MINED = pa.schema(
         ("retriever", pa.string()),  # bm25 / rank-bm25 / dense / hybrid / qrels (positive not retrieved)
         ("retriever_score", pa.float32()),
         ("is_positive", pa.bool_()),
+        ("same_text_as_positive", pa.bool_()),  # normalized text equals one of the query's positives'
     ]
 )
 SCORED = MINED.append(pa.field("teacher_score", pa.float32()))

@@ -13,7 +13,8 @@ def scored(rows):
     cols = list(zip(*rows))
     return pa.table(
         {"query_id": cols[0], "doc_id": cols[1], "rank": cols[2], "retriever": ["x"] * len(rows),
-         "retriever_score": [1.0] * len(rows), "is_positive": cols[3], "teacher_score": cols[4]},
+         "retriever_score": [1.0] * len(rows), "is_positive": cols[3], "same_text_as_positive": [False] * len(rows),
+         "teacher_score": cols[4]},
         schema=schemas.SCORED,
     )
 

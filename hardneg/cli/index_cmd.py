@@ -3,7 +3,7 @@ from pathlib import Path
 import typer
 
 from hardneg.cli.app import ALLOW_DOWNLOAD, BATCH_SIZE, DEVICE, DOC_PROMPT, OVERWRITE, QUERY_PROMPT, choice, command, done
-from hardneg.config import DEFAULT_MODEL, RETRIEVERS
+from hardneg.config import DEFAULT_MODEL, EMBEDDING_DTYPES, FAISS_INDEXES, RETRIEVERS
 
 
 @command("index", "Build a BM25, dense or hybrid index of the corpus.")
@@ -19,12 +19,25 @@ def index_cmd(
     doc_prompt: str = DOC_PROMPT,
     allow_download: bool = ALLOW_DOWNLOAD,
     overwrite: bool = OVERWRITE,
+    faiss: choice("Faiss", FAISS_INDEXES) = typer.Option(
+        "flat", "--faiss", help="Dense search: flat (exact), ivf or hnsw (approximate, for large corpora)."),
+    ivf_nlist: int = typer.Option(0, "--ivf-nlist", help="ivf: clusters (0 = 4 * sqrt(documents))."),
+    ivf_nprobe: int = typer.Option(16, "--ivf-nprobe", help="ivf: clusters visited per query."),
+    hnsw_m: int = typer.Option(32, "--hnsw-m", help="hnsw: neighbours per node."),
+    hnsw_ef_search: int = typer.Option(128, "--hnsw-ef-search", help="hnsw: search breadth (at least the depth)."),
+    embedding_dtype: choice("EmbeddingDtype", EMBEDDING_DTYPES) = typer.Option(
+        "float32", "--embedding-dtype", help="Dtype of the cached corpus embeddings (float16 halves the disk and RAM)."),
+    encode_chunk_size: int = typer.Option(
+        8192, "--encode-chunk-size", help="Documents per cached embedding chunk; a killed run resumes from the last."),
 ):
     from hardneg.config import IndexConfig, validate
     from hardneg.stages import index
 
     cfg = IndexConfig(retriever=retriever.value, model=model, max_seq_length=max_seq_length, device=device,
-                      query_prompt=query_prompt, doc_prompt=doc_prompt, allow_download=allow_download)
+                      query_prompt=query_prompt, doc_prompt=doc_prompt, allow_download=allow_download,
+                      faiss=faiss.value, ivf_nlist=ivf_nlist, ivf_nprobe=ivf_nprobe, hnsw_m=hnsw_m,
+                      hnsw_ef_search=hnsw_ef_search, embedding_dtype=embedding_dtype.value,
+                      encode_chunk_size=encode_chunk_size)
     if batch_size:
         cfg.batch_size = batch_size
     done(index.run(data, out, validate(cfg), overwrite), out)

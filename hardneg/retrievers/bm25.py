@@ -32,6 +32,9 @@ def _pad(rows_idx, rows_score, k):
     return idx, score
 
 
+MAX_POSTINGS = 20_000_000  # matches scored at once by Bm25s.search (about 250 MB)
+
+
 class Bm25s:
     """BM25 over a scipy sparse matrix (bm25s); the index is its arrays plus a params JSON."""
 
@@ -48,27 +51,57 @@ class Bm25s:
 
     def __init__(self, index_dir: Path, cfg):
         import bm25s
+        from scipy import sparse
 
         self.cfg = cfg
         self.model = bm25s.BM25.load(str(Path(index_dir) / "bm25s"), mmap=True, load_vocab=True, show_progress=False)
         self.n_docs = int(self.model.scores["num_docs"])
+        s = self.model.scores
+        # term -> (doc, score) postings as a scipy matrix: a batch of queries is one sparse product in C
+        self.postings = sparse.csr_matrix((s["data"], s["indices"], s["indptr"]),
+                                          shape=(len(s["indptr"]) - 1, self.n_docs))
 
     def search(self, queries: list[str], k: int):
-        import bm25s
+        """Top k per query: query-term counts x postings, in sub-batches of at most MAX_POSTINGS matches, so memory
+        is bounded by the postings of a few queries, never queries x corpus."""
+        from scipy import sparse
 
-        kk = min(k, self.n_docs)
-        tokens = bm25s.tokenize(queries, stopwords=self.cfg.stopwords or None, show_progress=False,
-                                allow_empty=True, return_ids=False)
-        vocab = self.model.vocab_dict
-        tokens = [[t for t in q if t in vocab] for q in tokens]
-        idx = np.full((len(queries), k), -1, dtype=np.int64)
-        score = np.full((len(queries), k), np.nan, dtype=np.float32)
-        nonempty = [i for i, q in enumerate(tokens) if q]
-        if nonempty:
-            docs, scores = self.model.retrieve([tokens[i] for i in nonempty], k=kk, show_progress=False, n_threads=1)
-            sub_idx, sub_score = _pad(list(docs), list(scores), k)
-            idx[nonempty], score[nonempty] = sub_idx, sub_score
-        return idx, score, None
+        ids = [self.model.get_tokens_ids(q) for q in tokenize(queries, self.cfg.stopwords)]
+        lengths = np.diff(self.postings.indptr)
+        rows_idx, rows_score = [], []
+        start = 0
+        while start < len(ids):
+            end, load = start, 0
+            while end < len(ids) and (end == start or load + lengths[ids[end]].sum() <= MAX_POSTINGS):
+                load += lengths[ids[end]].sum()
+                end += 1
+            r = [i - start for i in range(start, end) for _ in ids[i]]
+            c = [t for i in range(start, end) for t in ids[i]]
+            q = sparse.csr_matrix((np.ones(len(c), dtype=np.float32), (r, c)),
+                                  shape=(end - start, self.postings.shape[0]))
+            hits = (q @ self.postings).tocsr()  # duplicate query terms count twice, as in BM25's sum over terms
+            for i in range(end - start):
+                a, b = hits.indptr[i], hits.indptr[i + 1]
+                d, s = hits.indices[a:b], hits.data[a:b]
+                if len(s) > k:
+                    keep = s >= -np.partition(-s, k - 1)[k - 1]
+                    d, s = d[keep], s[keep]
+                order = np.lexsort((d, -s))[:k]  # best score first, ties by corpus order
+                rows_idx.append(d[order])
+                rows_score.append(s[order])
+            start = end
+        return (*_pad(rows_idx, rows_score, k), None)
+
+    def score_docs(self, queries: list[str], rows: list[np.ndarray]) -> list[np.ndarray]:
+        """BM25 scores of the given document rows for each query (for positives the top-k missed)."""
+        out = []
+        for q, r in zip(tokenize(queries, self.cfg.stopwords), rows):
+            ids = self.model.get_tokens_ids(q)
+            if len(r) == 0 or not ids:
+                out.append(np.zeros(len(r), dtype=np.float32))
+            else:
+                out.append(self.model.get_scores(ids)[np.asarray(r, dtype=np.int64)].astype(np.float32))
+        return out
 
 
 class RankBm25:
@@ -98,3 +131,10 @@ class RankBm25:
             rows_idx.append(top)
             rows_score.append(scores[top])
         return (*_pad(rows_idx, rows_score, k), None)
+
+    def score_docs(self, queries: list[str], rows: list[np.ndarray]) -> list[np.ndarray]:
+        return [
+            self.model.get_scores(q)[np.asarray(r, dtype=np.int64)].astype(np.float32) if len(r) else
+            np.zeros(0, dtype=np.float32)
+            for q, r in zip(tokenize(queries, self.cfg.stopwords), rows)
+        ]

@@ -1,14 +1,27 @@
-"""Dense retrieval: sentence-transformers embeddings (normalized, cached on disk) searched with faiss in batches."""
+"""Dense retrieval: sentence-transformers embeddings cached on disk, searched with faiss in query batches.
+
+The corpus is encoded once, in chunks written atomically to `dense/chunks/emb-NNNNN.npy` (a killed `index` resumes
+at the first missing chunk), then assembled into `dense/embeddings.npy` (float32 or float16, read memory-mapped)
+with `dense/params.json` naming the model, prompt, normalization, max_seq_length, dtype and the sha256 of the texts
+and ids. `mine` only encodes queries. `flat` search is exact and built from the cache at load time; `ivf` and `hnsw`
+are built once at index time and saved as `dense/faiss.index`.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from hardneg.models import load_sentence_transformer
+
+ADD_BATCH = 65536  # vectors converted to float32 and handed to faiss at a time
 
 
 def text_digest(texts: list[str]) -> str:
@@ -31,41 +44,156 @@ def encode(model, texts: list[str], cfg, prompt: str, desc: str) -> np.ndarray:
     return np.ascontiguousarray(emb, dtype=np.float32)
 
 
+def load_encoder(cfg):
+    """The sentence-transformers model of `cfg`, in half precision on CUDA."""
+    model = load_sentence_transformer(cfg.model, cfg.device, cfg.max_seq_length, cfg.allow_download)
+    if model.device.type == "cuda":
+        model.half()
+    return model
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        np.save(fh, array)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def encode_corpus(texts: list[str], dense_dir: Path, cfg) -> tuple[Path, dict]:
+    """Encode `texts` chunk by chunk into `dense_dir/chunks`, skipping chunks a killed run already wrote, then
+    assemble `dense_dir/embeddings.npy` without holding more than one chunk in memory. Returns (path, params)."""
+    chunk_dir = dense_dir / "chunks"
+    chunk_dir.mkdir(parents=True, exist_ok=True)
+    size = cfg.encode_chunk_size
+    n_chunks = max(1, math.ceil(len(texts) / size))
+    paths = [chunk_dir / f"emb-{c:05d}.npy" for c in range(n_chunks)]
+    todo = [c for c in range(n_chunks) if not paths[c].exists()]
+    model = load_encoder(cfg) if todo else None
+    for c in tqdm(todo, desc="index: encoding corpus chunks", unit="chunk", disable=len(todo) < 2):
+        emb = encode(model, texts[c * size : (c + 1) * size], cfg, cfg.doc_prompt, "encoding corpus")
+        _save_npy(paths[c], emb.astype(cfg.embedding_dtype))
+    dim = int(np.load(paths[0], mmap_mode="r").shape[1])
+    out = dense_dir / "embeddings.npy"
+    tmp = dense_dir / ".embeddings.npy.tmp"
+    full = np.lib.format.open_memmap(tmp, mode="w+", dtype=cfg.embedding_dtype, shape=(len(texts), dim))
+    for c, path in enumerate(paths):
+        full[c * size : (c + 1) * size] = np.load(path)
+    full.flush()
+    del full
+    os.replace(tmp, out)
+    shutil.rmtree(chunk_dir)
+    params = {
+        "model": cfg.model,
+        "doc_prompt": cfg.doc_prompt,
+        "query_prompt": cfg.query_prompt,
+        "normalized": True,
+        "dtype": cfg.embedding_dtype,
+        "dim": dim,
+        "documents": len(texts),
+        "max_seq_length": cfg.max_seq_length if model is None else model.max_seq_length,
+        "text_sha256": text_digest(texts),
+    }
+    return out, params
+
+
+def faiss_params(cfg, n: int) -> dict:
+    """The resolved faiss parameters recorded in params.json and the index manifest."""
+    if cfg.faiss == "ivf":
+        nlist = cfg.ivf_nlist or int(4 * math.sqrt(n))
+        nlist = max(1, min(nlist, n // 39 or 1))  # faiss wants >= 39 training points per cluster
+        return {"type": "ivf", "nlist": nlist, "nprobe": min(cfg.ivf_nprobe, nlist), "metric": "inner_product"}
+    if cfg.faiss == "hnsw":
+        return {"type": "hnsw", "m": cfg.hnsw_m, "ef_construction": 80, "ef_search": cfg.hnsw_ef_search,
+                "metric": "inner_product"}
+    return {"type": "flat", "metric": "inner_product"}
+
+
+def _add(index, emb: np.ndarray) -> None:
+    for start in range(0, emb.shape[0], ADD_BATCH):
+        index.add(np.ascontiguousarray(emb[start : start + ADD_BATCH], dtype=np.float32))
+
+
+def build_faiss(emb: np.ndarray, fp: dict):
+    import faiss
+
+    dim = emb.shape[1]
+    if fp["type"] == "ivf":
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, fp["nlist"], faiss.METRIC_INNER_PRODUCT)
+        rng = np.random.default_rng(0)
+        sample = np.sort(rng.choice(emb.shape[0], size=min(emb.shape[0], 256 * fp["nlist"]), replace=False))
+        index.train(np.ascontiguousarray(emb[sample], dtype=np.float32))
+    elif fp["type"] == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, fp["m"], faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = fp["ef_construction"]
+    else:
+        index = faiss.IndexFlatIP(dim)
+    _add(index, emb)
+    return index
+
+
 class Dense:
     name = "dense"
 
     @staticmethod
-    def build(texts: list[str], index_dir: Path, cfg) -> None:
-        model = load_sentence_transformer(cfg.model, cfg.device, cfg.max_seq_length, cfg.allow_download)
-        emb = encode(model, texts, cfg, cfg.doc_prompt, "encoding corpus")
+    def build(texts: list[str], index_dir: Path, cfg) -> dict:
+        import faiss
+
         dense_dir = Path(index_dir) / "dense"
-        dense_dir.mkdir(exist_ok=True)
-        np.save(dense_dir / "embeddings.npy", emb)
-        params = {
-            "model": cfg.model,
-            "doc_prompt": cfg.doc_prompt,
-            "normalized": True,
-            "dtype": "float32",
-            "dim": int(emb.shape[1]),
-            "max_seq_length": model.max_seq_length,
-            "text_sha256": text_digest(texts),
-        }
+        path, params = encode_corpus(texts, dense_dir, cfg)
+        params["faiss"] = fp = faiss_params(cfg, len(texts))
+        if fp["type"] != "flat":
+            index = build_faiss(np.load(path, mmap_mode="r"), fp)
+            tmp = dense_dir / ".faiss.index.tmp"
+            faiss.write_index(index, str(tmp))
+            os.replace(tmp, dense_dir / "faiss.index")
         (dense_dir / "params.json").write_text(json.dumps(params, indent=2) + "\n")
+        return {"faiss": fp, "embedding_dtype": params["dtype"], "embedding_dim": params["dim"]}
 
     def __init__(self, index_dir: Path, cfg):
         import faiss
 
         self.cfg = cfg
-        self.embeddings = np.load(Path(index_dir) / "dense" / "embeddings.npy", mmap_mode="r")
-        self.index = faiss.IndexFlatIP(self.embeddings.shape[1])
-        self.index.add(np.ascontiguousarray(self.embeddings, dtype=np.float32))
-        self.model = load_sentence_transformer(cfg.model, cfg.device, cfg.max_seq_length, cfg.allow_download)
+        dense_dir = Path(index_dir) / "dense"
+        self.params = json.loads((dense_dir / "params.json").read_text())
+        self.embeddings = np.load(dense_dir / "embeddings.npy", mmap_mode="r")
+        fp = self.params["faiss"]
+        if fp["type"] == "flat":
+            self.index = build_faiss(self.embeddings, fp)
+        else:
+            self.index = faiss.read_index(str(dense_dir / "faiss.index"))
+        if fp["type"] == "ivf":
+            self.index.nprobe = fp["nprobe"]
+        self.model = load_encoder(cfg)
+        self._last: tuple[list[str], np.ndarray] | None = None
+
+    def _encode_queries(self, queries: list[str]) -> np.ndarray:
+        if self._last is None or self._last[0] is not queries:
+            self._last = (queries, encode(self.model, queries, self.cfg, self.cfg.query_prompt, "encoding queries"))
+        return self._last[1]
 
     def search(self, queries: list[str], k: int):
-        q = encode(self.model, queries, self.cfg, self.cfg.query_prompt, "encoding queries")
+        q = self._encode_queries(queries)
         kk = min(k, self.index.ntotal)
+        if self.params["faiss"]["type"] == "hnsw":
+            self.index.hnsw.efSearch = max(self.params["faiss"]["ef_search"], kk)
         score, idx = self.index.search(q, kk)
+        score[idx < 0] = np.nan
         if kk < k:
             idx = np.pad(idx, ((0, 0), (0, k - kk)), constant_values=-1)
             score = np.pad(score, ((0, 0), (0, k - kk)), constant_values=np.nan)
         return idx.astype(np.int64), score.astype(np.float32), None
+
+    def score_docs(self, queries: list[str], rows: list[np.ndarray]) -> list[np.ndarray]:
+        """Cosine scores of the given document rows for each query, read from the cached embeddings."""
+        q = self._encode_queries(queries)
+        out = []
+        for i, r in enumerate(rows):
+            r = np.asarray(r, dtype=np.int64)
+            order = np.argsort(r)
+            emb = np.asarray(self.embeddings[r[order]], dtype=np.float32)
+            s = np.empty(len(r), dtype=np.float32)
+            s[order] = emb @ q[i]
+            out.append(s)
+        return out

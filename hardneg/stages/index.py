@@ -17,7 +17,7 @@ def run(data_dir: Path, out: Path, cfg: IndexConfig, overwrite: bool = False) ->
     cls = lookup(RETRIEVERS, cfg.retriever, "retriever")
     corpus = tables["corpus"]
     with StageWriter(out, "index", asdict(cfg), inputs=[data_dir], overwrite=overwrite) as w:
-        cls.build(data.document_texts(corpus), w.out, cfg)
+        info = cls.build(data.document_texts(corpus), w.out, cfg) or {}
         w.write_table("doc_ids.parquet", pa.table({"doc_id": corpus["doc_id"]}))
         models = {"embedding": cfg.model} if cfg.retriever in ("dense", "hybrid") else {}
-        return w.finish(summary={"documents": corpus.num_rows, "retriever": cfg.retriever}, models=models)
+        return w.finish(summary={"documents": corpus.num_rows, "retriever": cfg.retriever, **info}, models=models)

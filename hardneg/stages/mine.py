@@ -1,8 +1,14 @@
 """`mine`: retrieve the top-k candidates of every query, in query batches, and mark its labeled positives.
 
 Every labeled positive of a query appears as a row with `is_positive = true`, also when the retriever missed it
-(`rank` null, `retriever` "qrels"), so no labeled positive can ever be taken for a negative downstream.
-Queries without any positive are skipped and counted. All rows of a query are in the same part.
+(`rank` null, `retriever` "qrels", `retriever_score` the score the retriever gives it), so no labeled positive can
+ever be taken for a negative downstream. Queries without any positive are skipped and counted. All rows of a query
+are in the same part.
+
+Candidate selection: only ranks in (range_min, range_max] are kept; `sample` of them per query by `top`, `random`
+or `simans` (around the retriever score of the query's best positive). A candidate whose normalized text
+(lower-cased, punctuation removed, whitespace collapsed) equals one of the query's positives is flagged
+`same_text_as_positive`; flagged candidates in the window are kept and do not count towards `sample`.
 """
 
 from __future__ import annotations
@@ -10,16 +16,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from hardneg import schemas
+from hardneg import sampling, schemas
 from hardneg.config import IndexConfig, MineConfig, asdict
 from hardneg.errors import HardnegError
 from hardneg.io import data
-from hardneg.io.stagedir import StageWriter, manifest_digest, require_finished
+from hardneg.io.stagedir import StageWriter, manifest_digest, part_paths, require_finished
 from hardneg.registry import RETRIEVERS, lookup
 
 
@@ -33,6 +40,14 @@ def positives_by_query(qrels: pa.Table, min_relevance: int) -> dict[str, list[st
     return out
 
 
+def normalize_text(texts: pa.Array) -> pa.Array:
+    """Lower-case, drop punctuation and symbols, collapse whitespace: texts equal after this are the same text."""
+    x = pc.utf8_lower(texts)
+    x = pc.replace_substring_regex(x, r"[\p{P}\p{S}]+", "")
+    x = pc.replace_substring_regex(x, r"\s+", " ")
+    return pc.utf8_trim_whitespace(x)
+
+
 def mined_rows(
     query_ids: list[str],
     doc_index: np.ndarray,
@@ -41,8 +56,15 @@ def mined_rows(
     doc_ids: list[str],
     positives: dict[str, list[str]],
     retriever: str,
+    missed_scores: dict[tuple[str, str], float] | None = None,
+    same_text: set[tuple[str, str]] | None = None,
 ) -> pa.Table:
-    """Pure: one batch of retrieval results -> rows of the `mined` schema (retrieved first, then missed positives)."""
+    """Pure: one batch of retrieval results -> rows of the `mined` schema (retrieved first, then missed positives).
+
+    `doc_ids[j]` is the id of `doc_index` value j; `missed_scores` the retriever scores of positives it did not
+    return, `same_text` the (query, doc) pairs whose document has the same normalized text as a positive."""
+    missed_scores = missed_scores or {}
+    same_text = same_text or set()
     cols = {name: [] for name in schemas.MINED.names}
     for i, qid in enumerate(query_ids):
         pos = set(positives[qid])
@@ -58,15 +80,36 @@ def mined_rows(
             cols["retriever"].append(sources[i][j] if sources is not None else retriever)
             cols["retriever_score"].append(float(scores[i, j]))
             cols["is_positive"].append(did in pos)
+            cols["same_text_as_positive"].append(did not in pos and (qid, did) in same_text)
         for did in positives[qid]:
             if did not in seen:
                 cols["query_id"].append(qid)
                 cols["doc_id"].append(did)
                 cols["rank"].append(None)
                 cols["retriever"].append("qrels")
-                cols["retriever_score"].append(None)
+                cols["retriever_score"].append(missed_scores.get((qid, did)))
                 cols["is_positive"].append(True)
+                cols["same_text_as_positive"].append(False)
     return pa.table(cols, schema=schemas.MINED)
+
+
+def select_candidates(table: pa.Table, cfg: MineConfig) -> pa.Table:
+    """Pure: keep the positives, and the candidates in the rank window chosen by `cfg.sample`/`cfg.sampling`
+    (flagged same-text candidates in the window are kept without counting). Independent of batching."""
+    depth = cfg.range_max or cfg.top_k
+    if cfg.range_min == 0 and cfg.sample == 0 and depth == cfg.top_k:
+        return table
+    df = pl.from_arrow(table)
+    rank = pl.col("rank")
+    in_window = rank.is_not_null() & (rank > cfg.range_min) & (rank <= depth) & ~pl.col("is_positive")
+    eligible = in_window & ~pl.col("same_text_as_positive")
+    df = df.with_columns(
+        pl.col("retriever_score").filter(pl.col("is_positive")).max().over("query_id").alias("_pos")
+    )
+    chosen = sampling.select(df, eligible, cfg.sample, cfg.sampling, seed=cfg.seed, score="retriever_score",
+                             pos="_pos", a=cfg.simans_a, b=cfg.simans_b)
+    keep = df.select((pl.col("is_positive") | (in_window & pl.col("same_text_as_positive"))).alias("k"))["k"] | chosen
+    return table.filter(pa.array(keep.fill_null(False).to_arrow()))
 
 
 def run(index_dir: Path, data_dir: Path, out: Path, cfg: MineConfig, overwrite: bool = False) -> dict:
@@ -78,31 +121,79 @@ def run(index_dir: Path, data_dir: Path, out: Path, cfg: MineConfig, overwrite: 
             f"pass the same --data, or rebuild the index"
         )
     index_cfg = IndexConfig(**index_manifest["config"])
+    if cfg.device:
+        index_cfg.device = cfg.device
     positives = positives_by_query(tables["qrels"], cfg.min_relevance)
     queries = tables["queries"]
     qids_all = queries["query_id"].to_pylist()
     qtext = dict(zip(qids_all, queries["text"].to_pylist()))
     qids = [q for q in qids_all if q in positives]
-    doc_ids = pq.read_table(Path(index_dir) / "doc_ids.parquet")["doc_id"].to_pylist()
+    doc_ids = pq.read_table(Path(index_dir) / "doc_ids.parquet")["doc_id"].combine_chunks()
+    corpus = tables["corpus"]
+    del tables
+    pos_ids = sorted({d for q in qids for d in positives[q]})
+    pos_row = dict(zip(pos_ids, pc.index_in(pa.array(pos_ids, pa.string()), value_set=doc_ids).to_pylist()))
+    depth = cfg.range_max or cfg.top_k
     batches = [qids[i : i + cfg.query_batch_size] for i in range(0, len(qids), cfg.query_batch_size)]
 
     with StageWriter(out, "mine", asdict(cfg), inputs=[index_dir, data_dir], overwrite=overwrite) as w:
         todo = [(n, b) for n, b in enumerate(batches) if not w.has(f"part-{n:05d}.parquet")]
         if todo:
             retriever = lookup(RETRIEVERS, index_cfg.retriever, "retriever")(index_dir, index_cfg)
-            if hasattr(retriever, "rrf_k"):
-                retriever.rrf_k = cfg.rrf_k
+            if hasattr(retriever, "fuse_with"):
+                retriever.fuse_with(cfg)
             for n, batch in tqdm(todo, desc="mine: query batches", unit="batch", disable=len(todo) < 2):
-                idx, scores, sources = retriever.search([qtext[q] for q in batch], cfg.top_k)
-                table = mined_rows(batch, idx, scores, sources, doc_ids, positives, index_cfg.retriever)
-                w.write_table(f"part-{n:05d}.parquet", table)
+                texts = [qtext[q] for q in batch]
+                idx, scores, sources = retriever.search(texts, depth)
+                table = batch_rows(retriever, batch, texts, idx, scores, sources, doc_ids, corpus, positives,
+                                   pos_row, index_cfg.retriever)
+                w.write_table(f"part-{n:05d}.parquet", select_candidates(table, cfg))
         n_pos = sum(len(positives[q]) for q in qids)
+        counts = pl.from_arrow(pa.concat_tables(
+            pq.read_table(p, columns=["rank", "is_positive", "same_text_as_positive"]) for p in part_paths(w.out)
+        )) if batches else pl.DataFrame({"rank": [], "is_positive": [], "same_text_as_positive": []})
         summary = {
             "queries": len(qids),
             "queries_without_positive_skipped": len(qids_all) - len(qids),
             "positives": n_pos,
+            "positives_not_retrieved": counts.filter(pl.col("is_positive") & pl.col("rank").is_null()).height,
+            "candidates": counts.filter(~pl.col("is_positive")).height,
+            "candidates_same_text_as_positive": int(counts["same_text_as_positive"].sum() or 0),
             "retriever": index_cfg.retriever,
             "top_k": cfg.top_k,
+            "depth": depth,
+            "rank_window": [cfg.range_min + 1, depth],
+            "sample": cfg.sample,
+            "sampling": cfg.sampling if cfg.sample else None,
         }
+        if index_cfg.retriever == "hybrid":
+            summary["fusion"] = cfg.fusion
         dense = index_cfg.retriever in ("dense", "hybrid")
         return w.finish(summary=summary, models={"embedding": index_cfg.model} if dense else {})
+
+
+def batch_rows(retriever, batch, texts, idx, scores, sources, doc_ids: pa.Array, corpus: pa.Table, positives,
+               pos_row, retriever_name) -> pa.Table:
+    """One batch of retrieval results -> mined rows, with missed positives scored and same-text candidates flagged."""
+    missed_rows = []
+    for i, qid in enumerate(batch):
+        got = set(idx[i][idx[i] >= 0].tolist())
+        missed_rows.append([pos_row[d] for d in positives[qid] if pos_row[d] not in got])
+    missed_scores = {}
+    if hasattr(retriever, "score_docs") and any(missed_rows):
+        for qid, rows, s in zip(batch, missed_rows, retriever.score_docs(texts, missed_rows)):
+            missed_scores.update({(qid, doc_ids[r].as_py()): float(v) for r, v in zip(rows, s)})
+    # normalized texts of the retrieved documents and of the positives, looked up by corpus row
+    rows = np.unique(np.concatenate([idx[idx >= 0], [pos_row[d] for q in batch for d in positives[q]]]))
+    sub = corpus.take(pa.array(rows, pa.int64()))
+    norm = normalize_text(pc.binary_join_element_wise(pc.fill_null(sub["title"], ""), pc.fill_null(sub["text"], ""),
+                                                     " ")).to_pylist()
+    norm_of = dict(zip(rows.tolist(), norm))
+    same_text = set()
+    local_ids = {int(r): doc_ids[int(r)].as_py() for r in rows}
+    for i, qid in enumerate(batch):
+        pos_norm = {norm_of[pos_row[d]] for d in positives[qid]}
+        for d in idx[i][idx[i] >= 0].tolist():
+            if norm_of[d] in pos_norm:
+                same_text.add((qid, local_ids[d]))
+    return mined_rows(batch, idx, scores, sources, local_ids, positives, retriever_name, missed_scores, same_text)

@@ -1,0 +1,246 @@
+"""hardneg's `index` + `mine` vs sentence-transformers' `mine_hard_negatives`, and bm25s vs rank-bm25, on NFCorpus.
+
+One run, same model (the packaged all-MiniLM-L6-v2), same data, same top-k, same encoding batch size, exact faiss
+search on both sides. Every measured step is its own process, timed from the outside (wall clock) with its own
+peak RSS (os.wait4), so a side's memory is its own and warm runs really start cold processes:
+
+* hardneg cold: `hardneg index --retriever dense` + `hardneg mine --top-k K` (`hardneg import` listed apart);
+* hardneg warm: a second `hardneg mine` (other output, other sampling) on the same index: the corpus embeddings
+  come from the cache beside the index, only queries are encoded;
+* ST cold: a fresh process loads the BEIR files and calls `mine_hard_negatives(..., range_max=K,
+  num_negatives=K, use_faiss=True, cache_folder=C)` with an empty C (saving two .npy files on the way);
+  ST warm (cache_folder) = the same call in a fresh process once C is filled; ST warm (rerun) = the call again in a
+  fresh process without cache_folder, as a user reruns a script;
+* bm25s vs rank-bm25: index and retrieve the top 100 of every query with hardneg's two BM25 backends (same
+  tokenizer; always the whole collection), each in its own process; overlap = mean |top-100 ∩ top-100| / 100
+  over queries (bm25s scores with Lucene's idf, rank-bm25 with Okapi's, so they differ in the tail).
+
+    python bench/mining.py --data /work/shared/data/nfcorpus
+    python bench/mining.py --data /work/shared/data/nfcorpus --max-queries 10 --max-docs 600   # a seeded slice
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def timed(cmd: list[str], log: Path) -> dict:
+    start = time.perf_counter()
+    with open(log, "a") as fh:
+        fh.write("$ " + " ".join(cmd) + "\n")
+        fh.flush()
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=fh)
+        _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"failed: {' '.join(cmd)} (see {log})")
+    return {"wall_s": round(wall, 2), "peak_rss_mib": round(usage.ru_maxrss / 1024, 1)}
+
+
+def read_beir(path: Path, split: str):
+    import gzip
+
+    def lines(name):
+        for cand in (path / name, path / f"{name}.gz"):
+            if cand.exists():
+                opener = gzip.open if cand.suffix == ".gz" else open
+                with opener(cand, "rt") as fh:
+                    yield from (json.loads(x) for x in fh if x.strip())
+                return
+
+    corpus = {d["_id"]: f"{d.get('title') or ''} {d['text']}".strip() for d in lines("corpus.jsonl")}
+    queries = {q["_id"]: q["text"] for q in lines("queries.jsonl")}
+    qrels_file = path / f"qrels.{split}.tsv" if (path / f"qrels.{split}.tsv").exists() else path / "qrels" / f"{split}.tsv"
+    pairs = []
+    with open(qrels_file) as fh:
+        next(fh)
+        for line in fh:
+            q, d, rel = line.rstrip("\n").split("\t")[:3]
+            if int(rel) >= 1 and q in queries and d in corpus:
+                pairs.append((q, d))
+    return corpus, queries, pairs
+
+
+def subset(src: Path, out: Path, split: str, max_queries: int, max_docs: int, seed: int = 0) -> Path:
+    """A seeded slice in BEIR layout: `max_queries` queries, all their positives, other documents up to `max_docs`."""
+    import random
+
+    corpus, queries, pairs = read_beir(src, split)
+    rng = random.Random(seed)
+    all_q = sorted({q for q, _ in pairs})
+    qids = sorted(rng.sample(all_q, min(max_queries, len(all_q))))
+    keep_pairs = [(q, d) for q, d in pairs if q in set(qids)]
+    docs = {d for _, d in keep_pairs}
+    others = sorted(set(corpus) - docs)
+    docs |= set(rng.sample(others, max(0, min(len(others), max_docs - len(docs)))))
+    (out / "qrels").mkdir(parents=True)
+    with open(out / "corpus.jsonl", "w") as fh:
+        fh.writelines(json.dumps({"_id": d, "title": "", "text": t}) + "\n" for d, t in corpus.items() if d in docs)
+    with open(out / "queries.jsonl", "w") as fh:
+        fh.writelines(json.dumps({"_id": q, "text": queries[q]}) + "\n" for q in qids)
+    with open(out / "qrels" / f"{split}.tsv", "w") as fh:
+        fh.write("query-id\tcorpus-id\tscore\n")
+        fh.writelines(f"{q}\t{d}\t1\n" for q, d in keep_pairs)
+    return out
+
+
+def side_st(args) -> None:
+    """One sentence-transformers run (a separate process)."""
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.util import mine_hard_negatives
+
+    from hardneg.models import resolve
+
+    corpus, queries, pairs = read_beir(args.data, args.split)
+    model = SentenceTransformer(resolve("all-MiniLM-L6-v2"), device="cpu")
+    dataset = Dataset.from_dict({"query": [queries[q] for q, _ in pairs], "positive": [corpus[d] for _, d in pairs]})
+    out = mine_hard_negatives(dataset, model, corpus=list(corpus.values()), range_max=args.top_k,
+                              num_negatives=args.top_k, use_faiss=True, batch_size=args.batch_size,
+                              output_format="labeled-list", output_scores=True, verbose=False,
+                              cache_folder=str(args.cache) if args.cache else None)
+    print(f"ST rows: {len(out)}")
+
+
+def side_bm25(args) -> None:
+    """Index and retrieve with one BM25 backend (a separate process); writes timings and the top 100."""
+    import numpy as np
+
+    from hardneg.config import IndexConfig
+    from hardneg.registry import RETRIEVERS, lookup
+
+    corpus, queries, pairs = read_beir(args.data, args.split)
+    qids = sorted({q for q, _ in pairs})
+    cls = lookup(RETRIEVERS, args.backend, "retriever")
+    cfg = IndexConfig(retriever=args.backend)
+    index_dir = Path(tempfile.mkdtemp(dir=args.work))
+    t0 = time.perf_counter()
+    cls.build(list(corpus.values()), index_dir, cfg)
+    t1 = time.perf_counter()
+    retriever = cls(index_dir, cfg)
+    t2 = time.perf_counter()
+    idx = retriever.search([queries[q] for q in qids], 100)[0]
+    t3 = time.perf_counter()
+    np.save(args.work / f"top100-{args.backend}.npy", idx)
+    (args.work / f"bm25-{args.backend}.json").write_text(json.dumps(
+        {"index_s": round(t1 - t0, 3), "load_s": round(t2 - t1, 3), "retrieve_s": round(t3 - t2, 3),
+         "queries": len(qids), "documents": len(corpus)}))
+    shutil.rmtree(index_dir)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, required=True, help="NFCorpus in BEIR layout, e.g. /work/shared/data/nfcorpus")
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--top-k", type=int, default=50)
+    ap.add_argument("--batch-size", type=int, default=64, help="encoding batch size, both sides")
+    ap.add_argument("--work", type=Path, default=None, help="scratch directory (default: a temporary one)")
+    ap.add_argument("--json", type=Path, default=HERE / "results" / "mining.json")
+    ap.add_argument("--max-queries", type=int, default=0, help="bench on a seeded slice: this many queries ...")
+    ap.add_argument("--max-docs", type=int, default=0, help="... their positives and other documents up to this many")
+    ap.add_argument("--side", choices=["st", "bm25"], help=argparse.SUPPRESS)
+    ap.add_argument("--backend", help=argparse.SUPPRESS)
+    ap.add_argument("--cache", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.side == "st":
+        return side_st(args)
+    if args.side == "bm25":
+        return side_bm25(args)
+
+    import numpy as np
+
+    work = args.work or Path(tempfile.mkdtemp(prefix="hardneg-bench-"))
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    log = work / "bench.log"
+    full_data = args.data
+    if args.max_queries or args.max_docs:
+        args.data = subset(args.data, work / "slice", args.split, args.max_queries or 10**9, args.max_docs or 10**9)
+    hn = [str(Path(sys.executable).with_name("hardneg"))]
+    me = [sys.executable, str(Path(__file__).resolve()), "--data", str(args.data), "--split", args.split,
+          "--top-k", str(args.top_k), "--batch-size", str(args.batch_size), "--work", str(work)]
+    k, bs = str(args.top_k), str(args.batch_size)
+    r: dict = {}
+
+    def step(name, cmd):
+        r[name] = timed(cmd, log)
+        print(f"{name}: {r[name]}", flush=True)
+
+    step("hardneg_import", hn + ["import", str(args.data), "--out", str(work / "data"), "--split", args.split])
+    step("hardneg_index", hn + ["index", str(work / "data"), "--out", str(work / "index"), "--retriever", "dense",
+                                "--batch-size", bs, "--device", "cpu"])
+    step("hardneg_mine", hn + ["mine", str(work / "index"), "--data", str(work / "data"), "--out",
+                               str(work / "mined"), "--top-k", k])
+    step("hardneg_mine_warm", hn + ["mine", str(work / "index"), "--data", str(work / "data"), "--out",
+                                    str(work / "mined-2"), "--top-k", k, "--sample", "10", "--sampling", "random"])
+    step("st_cold", me + ["--side", "st", "--cache", str(work / "st-cache")])  # fills ST's cache_folder
+    step("st_warm_cache_folder", me + ["--side", "st", "--cache", str(work / "st-cache")])
+    for backend in ("bm25", "rank-bm25"):  # BM25 is cheap: always on the whole collection, never the slice
+        step(f"{backend}_process", me[:2] + ["--data", str(full_data)] + me[4:] + ["--side", "bm25", "--backend", backend])
+        r[backend] = json.loads((work / f"bm25-{backend}.json").read_text())
+    step("st_warm_rerun", me + ["--side", "st"])
+    a, b = np.load(work / "top100-bm25.npy"), np.load(work / "top100-rank-bm25.npy")
+    overlap = [len(set(x[x >= 0]) & set(y[y >= 0])) / max(1, min(100, (x >= 0).sum(), (y >= 0).sum()))
+               for x, y in zip(a, b)]
+    r["bm25_top100_overlap"] = round(float(np.mean(overlap)), 4)
+
+    hn_cold = r["hardneg_index"]["wall_s"] + r["hardneg_mine"]["wall_s"]
+    hn_warm = r["hardneg_mine_warm"]["wall_s"]
+    hn_rss = max(r["hardneg_index"]["peak_rss_mib"], r["hardneg_mine"]["peak_rss_mib"])
+    ratios = {
+        "cold": round(r["st_cold"]["wall_s"] / hn_cold, 2),
+        "cold_including_import": round(r["st_cold"]["wall_s"] / (hn_cold + r["hardneg_import"]["wall_s"]), 2),
+        "warm_rerun": round(r["st_warm_rerun"]["wall_s"] / hn_warm, 2),
+        "warm_vs_st_cache_folder": round(r["st_warm_cache_folder"]["wall_s"] / hn_warm, 2),
+        "bm25s_index": round(r["rank-bm25"]["index_s"] / r["bm25"]["index_s"], 1),
+        "bm25s_retrieval": round(r["rank-bm25"]["retrieve_s"] / r["bm25"]["retrieve_s"], 1),
+    }
+    rows = [
+        ("dense, cold: hardneg index + mine vs ST mine_hard_negatives", hn_cold, hn_rss,
+         r["st_cold"]["wall_s"], r["st_cold"]["peak_rss_mib"], ratios["cold"], "1.5x"),
+        ("dense, warm: second hardneg mine vs ST rerun (fresh process)", hn_warm, r["hardneg_mine_warm"]["peak_rss_mib"],
+         r["st_warm_rerun"]["wall_s"], r["st_warm_rerun"]["peak_rss_mib"], ratios["warm_rerun"], "5x"),
+        ("dense, warm: second hardneg mine vs ST rerun with its cache_folder", hn_warm,
+         r["hardneg_mine_warm"]["peak_rss_mib"], r["st_warm_cache_folder"]["wall_s"],
+         r["st_warm_cache_folder"]["peak_rss_mib"], ratios["warm_vs_st_cache_folder"], "-"),
+    ]
+    dense_corpus, dense_queries, dense_pairs = read_beir(args.data, args.split)
+    r["dense_data"] = {"documents": len(dense_corpus), "queries": len({q for q, _ in dense_pairs}),
+                       "pairs": len(dense_pairs), "slice": args.data != full_data}
+    print(f"\ndense: {full_data.name} {args.split}{' seeded slice' if args.data != full_data else ''}, "
+          f"{r['dense_data']['documents']} documents, {r['dense_data']['queries']} queries, top-k {k}, all-MiniLM-L6-v2, "
+          f"batch {bs}; BM25: {full_data.name} {args.split}, {r['bm25']['documents']} documents, "
+          f"{r['bm25']['queries']} queries; {os.cpu_count()} CPUs\n")
+    print("| comparison | hardneg s | hardneg peak RSS | other s | other peak RSS | speed-up | target |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, hs, hr, os_, orr, ratio, target in rows:
+        print(f"| {name} | {hs:.1f} | {hr:,.0f} MiB | {os_:.1f} | {orr:,.0f} MiB | {ratio:.2f}x | {target} |")
+    print(f"| BM25 index: bm25s vs rank-bm25 | {r['bm25']['index_s']:.2f} | {r['bm25_process']['peak_rss_mib']:,.0f} MiB | "
+          f"{r['rank-bm25']['index_s']:.2f} | {r['rank-bm25_process']['peak_rss_mib']:,.0f} MiB | "
+          f"{ratios['bm25s_index']:.1f}x | - |")
+    print(f"| BM25 retrieval top-100: bm25s vs rank-bm25 (overlap {r['bm25_top100_overlap']:.1%}) | "
+          f"{r['bm25']['retrieve_s']:.3f} | | {r['rank-bm25']['retrieve_s']:.3f} | | {ratios['bm25s_retrieval']:.1f}x | 20x |")
+    print(f"\nhardneg import (once per dataset, not in the ratios): {r['hardneg_import']['wall_s']:.1f} s; "
+          f"cold ratio including it: {ratios['cold_including_import']:.2f}x")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({
+        "command": "python bench/mining.py " + " ".join(sys.argv[1:]),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "top_k": args.top_k,
+        "steps": r, "ratios": ratios,
+    }, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""Index and mine generated corpora of growing size with BM25 (bm25s); wall time and peak RSS of every command.
+
+Each step is its own `hardneg` process; its peak RSS is that process's own ru_maxrss (os.wait4), so steps do not
+mask each other. Corpora come from bench/gen_corpus.py (generated into --work when missing, not timed).
+
+    python bench/scale.py --sizes 100000 1000000 --queries 2000 --work /tmp/hnbench
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def timed(cmd: list[str], log: Path) -> dict:
+    """Run `cmd`; return its wall seconds and peak RSS (MiB), from this child's own rusage."""
+    start = time.perf_counter()
+    with open(log, "a") as fh:
+        fh.write("$ " + " ".join(cmd) + "\n")
+        fh.flush()
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=fh)
+        _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"failed: {' '.join(cmd)} (see {log})")
+    return {"wall_s": round(wall, 2), "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+            "cpu_s": round(usage.ru_utime + usage.ru_stime, 2)}
+
+
+def label(n: int) -> str:
+    return f"{n // 1_000_000}M" if n % 1_000_000 == 0 else f"{n // 1000}k"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    ap.add_argument("--queries", type=int, default=2000)
+    ap.add_argument("--top-k", type=int, default=100)
+    ap.add_argument("--work", type=Path, required=True, help="where corpora and runs go (needs ~3 GB for 1M)")
+    ap.add_argument("--hardneg", default=str(Path(sys.executable).with_name("hardneg")))
+    ap.add_argument("--json", type=Path, default=HERE / "results" / "scale.json")
+    args = ap.parse_args()
+
+    rows = []
+    for n in args.sizes:
+        src = args.work / f"synth-{label(n)}"
+        if not (src / "corpus.jsonl").exists():
+            subprocess.run([sys.executable, str(HERE / "gen_corpus.py"), "--docs", str(n), "--queries",
+                            str(args.queries), "--out", str(src)], check=True)
+        run = args.work / f"run-{label(n)}"
+        log = args.work / f"scale-{label(n)}.log"
+        hn = [args.hardneg]
+        steps = {
+            "import": hn + ["import", str(src), "--out", str(run / "data"), "--overwrite"],
+            "index": hn + ["index", str(run / "data"), "--out", str(run / "index"), "--retriever", "bm25",
+                           "--overwrite"],
+            "mine": hn + ["mine", str(run / "index"), "--data", str(run / "data"), "--out", str(run / "mined"),
+                          "--top-k", str(args.top_k), "--overwrite"],
+        }
+        row = {"documents": n, "queries": args.queries, "top_k": args.top_k}
+        for name, cmd in steps.items():
+            row[name] = timed(cmd, log)
+            print(f"{label(n)} {name}: {row[name]}", flush=True)
+        rows.append(row)
+
+    print(f"\n| documents | queries | import s | index s | index peak RSS | mine s (top-{args.top_k}) | mine peak RSS |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['documents']:,} | {r['queries']:,} | {r['import']['wall_s']:.1f} | {r['index']['wall_s']:.1f} | "
+              f"{r['index']['peak_rss_mib']:,.0f} MiB | {r['mine']['wall_s']:.1f} | {r['mine']['peak_rss_mib']:,.0f} MiB |")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"command": " ".join(sys.argv), "machine": f"{platform.machine()}, "
+                                     f"{os.cpu_count()} CPUs", "runs": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

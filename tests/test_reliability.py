@@ -141,9 +141,8 @@ def test_bm25_index_killed_leaves_no_success_and_a_rerun_finishes(tmp_path, data
     assert files(out) == files(index_dirs["bm25"])
 
 
-@pytest.mark.xfail(reason="needs chunked dense encoding from the mining branch", strict=False)
 def test_dense_index_killed_mid_encoding_resumes_to_the_same_embeddings(tmp_path, data_dir):
-    args = ("index", data_dir, "--retriever", "dense", "--batch-size", "4")
+    args = ("index", data_dir, "--retriever", "dense", "--batch-size", "4", "--encode-chunk-size", "4")
     out = tmp_path / "killed"
     proc = hardneg(*args, "--out", out, popen=True)
     first_chunk = out / "dense" / "chunks" / "emb-00000.npy"

@@ -25,7 +25,7 @@ def summarize(run_dir: Path) -> dict:
         "candidates_mined": negatives.height,
         "negatives_kept": int((df["label"] == "negative").sum()),
         "dropped_by_reason": {r: int(c) for r, c in reasons.iter_rows()},
-        "relabeled_to_positive": int((df["label_source"] == "teacher").sum()),
+        "relabeled_to_positive": int(((df["label"] == "positive") & (df["label_source"] != "qrels")).sum()),
     }
     for train in sorted(run_dir.glob("train.*.manifest.json")):
         manifest = json.loads(train.read_text())

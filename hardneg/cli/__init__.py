@@ -11,6 +11,7 @@ from hardneg.cli import (  # noqa: F401  (registers the commands, in this order)
     export_cmd,
     run_cmd,
     summary_cmd,
+    prepare_model_cmd,
 )
 from hardneg.cli.app import app
 

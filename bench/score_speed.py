@@ -16,6 +16,7 @@ with a warm score cache. Prints a Markdown table and writes bench/results/score_
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import platform
@@ -29,8 +30,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def small_beir(src: Path, dst: Path, n_queries: int, split: str) -> None:
-    """A BEIR directory with the full corpus and the first n queries (by qrels order) of `split`."""
-    lines = (src / "qrels" / f"{split}.tsv").read_text().splitlines()
+    """A BEIR directory with the full corpus and the first n queries (by qrels order) of `split`
+    (`qrels/<split>.tsv` or `qrels.<split>.tsv`; queries and corpus plain or gzipped JSONL)."""
+    qrels = next(p for p in (src / "qrels" / f"{split}.tsv", src / f"qrels.{split}.tsv") if p.exists())
+    lines = qrels.read_text().splitlines()
     keep: list[str] = []
     rows = [lines[0]]
     for line in lines[1:]:
@@ -43,7 +46,9 @@ def small_beir(src: Path, dst: Path, n_queries: int, split: str) -> None:
     (dst / "qrels").mkdir(parents=True)
     (dst / "qrels" / f"{split}.tsv").write_text("\n".join(rows) + "\n")
     wanted = set(keep)
-    with open(src / "queries.jsonl") as fh, open(dst / "queries.jsonl", "w") as out:
+    queries = next(p for p in src.iterdir() if p.name.startswith("queries.jsonl"))
+    opener = gzip.open if queries.name.endswith(".gz") else open
+    with opener(queries, "rt") as fh, open(dst / "queries.jsonl", "w") as out:
         out.writelines(line for line in fh if json.loads(line)["_id"] in wanted)
     corpus = next(p for p in src.iterdir() if p.name.startswith("corpus.jsonl"))
     os.symlink(corpus.resolve(), dst / corpus.name)

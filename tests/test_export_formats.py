@@ -34,7 +34,7 @@ def test_margin_mse_label_is_the_teacher_margin(tmp_path, relabeled_dir, data_di
 
 
 @pytest.mark.parametrize("fmt", ["triplets", "n-tuple"])
-def test_one_training_step_on_an_exported_file(tmp_path, relabeled_dir, data_dir, fmt):
+def test_one_training_step_on_an_exported_file(tmp_path, scored_dir, data_dir, fmt):
     import datasets
     import torch
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, losses
@@ -42,9 +42,13 @@ def test_one_training_step_on_an_exported_file(tmp_path, relabeled_dir, data_dir
 
     from hardneg.models import resolve
 
+    invoke("filter", scored_dir, "--out", tmp_path / "f", "--negatives-per-query", "2")
+    invoke("relabel", tmp_path / "f", "--out", tmp_path / "r")
     out = tmp_path / "train.parquet"
-    invoke("export", relabeled_dir, "--data", data_dir, "--out", out, "--format", fmt)
-    ds = datasets.load_dataset("parquet", data_files=str(out), split="train").select(range(4))
+    invoke("export", tmp_path / "r", "--data", data_dir, "--out", out, "--format", fmt)
+    ds = datasets.load_dataset("parquet", data_files=str(out), split="train")
+    assert ds.num_rows >= 4 and ds.column_names[-1] == ("negative" if fmt == "triplets" else "negative_2")
+    ds = ds.select(range(4))
     torch.manual_seed(0)
     model = SentenceTransformer(resolve("all-MiniLM-L6-v2"), device="cpu")
     model.max_seq_length = 64

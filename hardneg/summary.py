@@ -31,7 +31,7 @@ def summarize(run_dir: Path) -> dict:
         "candidates_mined": negatives.height,
         "negatives_kept": int((df["label"] == "negative").sum()),
         "dropped_by_reason": {r: int(c) for r, c in reasons.iter_rows()},
-        "relabeled_to_positive": int((df["label_source"] == "teacher").sum()),
+        "relabeled_to_positive": int(((df["label"] == "positive") & (df["label_source"] != "qrels")).sum()),
     }
     filter_cfg = require_finished(run_dir / LAYOUT["filter"], "filter")["config"]
     fig = figures(df, filter_cfg, top=3)

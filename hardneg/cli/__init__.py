@@ -12,6 +12,7 @@ from hardneg.cli import (  # noqa: F401  (registers the commands, in this order)
     run_cmd,
     summary_cmd,
     report_cmd,
+    prepare_model_cmd,
 )
 from hardneg.cli.app import app
 

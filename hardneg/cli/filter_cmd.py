@@ -3,7 +3,7 @@ from pathlib import Path
 import typer
 
 from hardneg.cli.app import OVERWRITE, choice, command, done
-from hardneg.config import FILTER_RULES, POSITIVE_REFERENCES, SAMPLING
+from hardneg.config import DEFAULT_MODEL, FILTER_RULES, POSITIVE_REFERENCES, SAMPLING, SHORT_POLICIES
 
 
 @command("filter", "Drop likely false negatives with positive-aware teacher-score rules, recording why.")
@@ -17,6 +17,16 @@ def filter_cmd(
     margin: float = typer.Option(0.05, "--margin", help="margin-pos: drop if score > positive score - margin."),
     max_score: float = typer.Option(None, "--max-score", help="Drop if score > this (adds the max-score rule)."),
     min_score: float = typer.Option(None, "--min-score", help="Drop if score < this (adds the min-score rule)."),
+    rank_min: int = typer.Option(None, "--rank-min", help="Drop candidates ranked above this (adds rank-window)."),
+    rank_max: int = typer.Option(None, "--rank-max", help="Drop candidates ranked below this (adds rank-window)."),
+    dup_threshold: float = typer.Option(
+        None, "--dup-threshold", help="Drop candidates whose cosine with a positive is >= this (adds near-duplicate)."
+    ),
+    dup_model: str = typer.Option(DEFAULT_MODEL, "--dup-model",
+                                  help="near-duplicate: model embedding documents when no dense index is at hand."),
+    index: Path = typer.Option(None, "--index", help="near-duplicate: index dir whose dense embeddings to use "
+                               "(default: the one `mine` used, if dense)."),
+    data: Path = typer.Option(None, "--data", help="near-duplicate: dataset dir (default: the one `score` used)."),
     positive_reference: choice("Reference", POSITIVE_REFERENCES) = typer.Option(
         "min", "--positive-reference", help="Which positive score of a query the rules compare against."
     ),
@@ -25,17 +35,31 @@ def filter_cmd(
     sampling: choice("Sampling", SAMPLING) = typer.Option(
         "top", "--sampling", help="Which survivors to keep: top (best rank), random, simans."
     ),
+    short_policy: choice("ShortPolicy", SHORT_POLICIES) = typer.Option(
+        "keep", "--short-policy", help="Queries with fewer negatives: keep short, drop, or pad from below --rank-max."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of random and simans sampling."),
     simans_a: float = typer.Option(0.5, "--simans-a", help="SimANS: weight exp(-a (s - p - b)^2)."),
     simans_b: float = typer.Option(0.0, "--simans-b", help="SimANS: offset b."),
+    dropped_out: Path = typer.Option(None, "--dropped-out", help="Also write the dropped rows (with reasons) here."),
     overwrite: bool = OVERWRITE,
 ):
     from hardneg.config import FilterConfig, validate
     from hardneg.stages import filter as filter_stage
 
     rules = list(dict.fromkeys(r.value for r in rule))
-    rules += [r for r, v in (("max-score", max_score), ("min-score", min_score)) if v is not None and r not in rules]
+    implied = (("max-score", max_score), ("min-score", min_score), ("rank-window", rank_min),
+               ("rank-window", rank_max), ("near-duplicate", dup_threshold))
+    rules += list(dict.fromkeys(r for r, v in implied if v is not None and r not in rules))
     cfg = FilterConfig(rules=rules, ratio=ratio, margin=margin, max_score=max_score, min_score=min_score,
                        positive_reference=positive_reference.value, negatives_per_query=negatives_per_query,
-                       sampling=sampling.value, seed=seed, simans_a=simans_a, simans_b=simans_b)
-    done(filter_stage.run(scored, out, validate(cfg), overwrite), out)
+                       sampling=sampling.value, seed=seed, simans_a=simans_a, simans_b=simans_b, rank_min=rank_min,
+                       rank_max=rank_max, dup_threshold=dup_threshold, dup_model=dup_model,
+                       short_policy=short_policy.value)
+    manifest = filter_stage.run(scored, out, validate(cfg), overwrite, data_dir=data, index_dir=index,
+                                dropped_out=dropped_out)
+    done(manifest, out)
+    s = manifest["summary"]
+    if s.get("queries_short"):
+        typer.echo(f"  {s['queries_short']} of {s['queries']} queries have fewer than {negatives_per_query} "
+                   f"negatives (short policy: {short_policy.value})")

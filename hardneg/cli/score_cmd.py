@@ -3,7 +3,7 @@ from pathlib import Path
 import typer
 
 from hardneg.cli.app import ALLOW_DOWNLOAD, BATCH_SIZE, DEVICE, DOC_PROMPT, OVERWRITE, QUERY_PROMPT, choice, command, done
-from hardneg.config import DEFAULT_MODEL, TEACHER_KINDS
+from hardneg.config import DEFAULT_MODEL, DTYPES, TEACHER_KINDS
 
 
 @command("score", "Score every (query, positive) and (query, candidate) pair with a teacher model.")
@@ -17,17 +17,28 @@ def score_cmd(
     ),
     batch_size: int = BATCH_SIZE,
     max_length: int = typer.Option(None, "--max-length", help="Cross-encoder: max tokens of query + document."),
+    max_seq_length: int = typer.Option(None, "--max-seq-length", help="Bi-encoder: max tokens of a text."),
     device: str = DEVICE,
+    dtype: choice("Dtype", DTYPES) = typer.Option(
+        "auto", "--dtype", help="Model precision: float16/bfloat16 need CUDA (auto = float32)."
+    ),
     query_prompt: str = QUERY_PROMPT,
     doc_prompt: str = DOC_PROMPT,
+    cache: Path = typer.Option(None, "--cache", help="Score cache directory (default: OUT/../.hardneg-cache/scores)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the score cache."),
     allow_download: bool = ALLOW_DOWNLOAD,
     overwrite: bool = OVERWRITE,
 ):
     from hardneg.config import ScoreConfig, validate
     from hardneg.stages import score
 
-    cfg = ScoreConfig(model=teacher, teacher_kind=teacher_kind.value, max_length=max_length, device=device,
-                      query_prompt=query_prompt, doc_prompt=doc_prompt, allow_download=allow_download)
+    cfg = ScoreConfig(model=teacher, teacher_kind=teacher_kind.value, max_length=max_length,
+                      max_seq_length=max_seq_length, device=device, query_prompt=query_prompt, doc_prompt=doc_prompt,
+                      allow_download=allow_download, dtype=dtype.value)
     if batch_size:
         cfg.batch_size = batch_size
-    done(score.run(mined, data, out, validate(cfg), overwrite), out)
+    manifest = score.run(mined, data, out, validate(cfg), overwrite, cache=cache, use_cache=not no_cache)
+    done(manifest, out)
+    s = manifest["summary"]
+    if "distinct_pairs" in s:
+        typer.echo(f"  {s['distinct_pairs']} distinct pairs: {s['scored_pairs']} scored, {s['cached_pairs']} from the cache")

@@ -7,9 +7,11 @@ Formats (columns), each as Parquet or JSONL by the output's extension, loadable 
                                                        fewer are left out and counted
 * `labeled`       query, document, label, score        label 1 for positives, 0 for negatives (distillation)
 * `flagembedding` query, pos, neg, pos_scores, neg_scores, prompt, type   (FlagEmbedding JSONL)
+* `margin-mse`    query, positive, negative, label     label = teacher score of the positive minus the negative's
+                                                       (sentence-transformers MarginMSELoss)
 
 Positives are the rows labeled `positive` (qrels and promoted), negatives the rows labeled `negative`, both in
-retriever-rank order.
+retriever-rank order; `flagged` and `dropped` rows are in neither.
 """
 
 from __future__ import annotations
@@ -83,6 +85,14 @@ def to_format(g: pl.DataFrame, cfg: ExportConfig) -> tuple[pl.DataFrame, dict]:
             pl.col("pos_scores").list.eval(pl.element().cast(pl.Float64)),
             pl.col("neg_scores").list.eval(pl.element().cast(pl.Float64)),
             pl.lit(cfg.prompt).alias("prompt"), pl.lit("normal").alias("type"),
+        )
+    elif cfg.format == "margin-mse":
+        rows = (
+            has_neg.select("query", pl.col("pos").alias("positive"), "pos_scores", pl.col("neg").alias("negative"),
+                           "neg_scores")
+            .explode(["positive", "pos_scores"]).explode(["negative", "neg_scores"])
+            .select("query", "positive", "negative",
+                    (pl.col("pos_scores").cast(pl.Float64) - pl.col("neg_scores").cast(pl.Float64)).alias("label"))
         )
     else:
         raise HardnegError(f"unknown export format {cfg.format!r}")

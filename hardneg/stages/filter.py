@@ -7,21 +7,45 @@ the query's positives' teacher scores; `min` by default, the safe choice):
 * `margin-pos` (TopK-MarginPos):            drop if s > p - margin
 * `max-score`  (TopK-Abs):                  drop if s > max_score
 * `min-score`:                              drop if s < min_score   (too easy to teach anything)
+* `rank-window`:                            drop if rank < rank_min or rank > rank_max   (`outside_rank_window`)
+* `near-duplicate`:                         drop if the candidate's normalized text (casefolded, punctuation and
+                                            spacing collapsed) equals one of the query's positives', or, with
+                                            `dup_threshold`, its document-document cosine with one of them is
+                                            >= dup_threshold   (`near_duplicate_of_positive`)
 
-The first rule that fires names the reason. Survivors beyond `negatives_per_query` are
-dropped as `not_sampled`; which survivors stay is chosen by `sampling` (`top`: best retriever rank first,
-`random`, `simans`; see hardneg.sampling). Labeled positives are always kept.
+Scores are used as the teacher wrote them (raw logits or cosines, see the score manifest's `activation`), so a
+threshold means the same thing on every run of the same teacher.
+
+The first rule that fires names the reason. Survivors beyond `negatives_per_query` are dropped as `not_sampled`;
+which survivors stay is chosen by `sampling` (`top`: best retriever rank first, `random`, `simans`; see
+hardneg.sampling). A query left with fewer than `negatives_per_query` negatives is handled by `short_policy`:
+
+* `keep`: exported with the negatives it has (the manifest counts and lists such queries);
+* `drop`: its negatives are dropped as `too_few_negatives`, so no training row is written for it;
+* `pad`:  filled up from candidates ranked *below* `rank_max` (deeper, so less likely to be false negatives) that
+          every other rule lets through, nearest rank first; a query that is still short stays short. Candidates
+          that a score or duplicate rule dropped are never used to pad.
+
+Labeled positives are always kept.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import re
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from hardneg import schemas
 from hardneg.config import FilterConfig, asdict
+from hardneg.errors import HardnegError
+from hardneg.io import data
 from hardneg.io.stagedir import StageWriter, part_paths, read_part, require_finished
 from hardneg.sampling import select
 
@@ -30,7 +54,10 @@ REASONS = {
     "margin-pos": "margin_pos",
     "max-score": "above_max_score",
     "min-score": "below_min_score",
+    "rank-window": "outside_rank_window",
+    "near-duplicate": "near_duplicate_of_positive",
 }
+SHOWN_SHORT_QUERIES = 20  # ids of short queries listed in the manifest (all are counted)
 
 
 def positive_reference(df: pl.DataFrame, how: str) -> pl.DataFrame:
@@ -40,38 +67,221 @@ def positive_reference(df: pl.DataFrame, how: str) -> pl.DataFrame:
 
 
 def _condition(rule: str, cfg: FilterConfig) -> pl.Expr:
-    s, p = pl.col("teacher_score"), pl.col("_pos")
+    s, p, rank = pl.col("teacher_score"), pl.col("_pos"), pl.col("rank")
     return {
         "perc-pos": lambda: s > p - p.abs() * (1 - cfg.ratio),
         "margin-pos": lambda: s > p - cfg.margin,
         "max-score": lambda: s > cfg.max_score,
         "min-score": lambda: s < cfg.min_score,
-    }[rule]()
+        "rank-window": lambda: ((rank < cfg.rank_min) if cfg.rank_min is not None else pl.lit(False))
+        | ((rank > cfg.rank_max) if cfg.rank_max is not None else pl.lit(False)),
+        "near-duplicate": lambda: pl.col("_dup"),
+    }[rule]().fill_null(False)
 
 
-def filter_table(scored: pa.Table, cfg: FilterConfig) -> pa.Table:
-    """Pure: scored rows -> the same rows, in the same order, with `keep` and `reason`."""
+def filter_table(scored: pa.Table, cfg: FilterConfig, duplicate=None) -> pa.Table:
+    """Pure: scored rows -> the same rows, in the same order, with `keep` and `reason`.
+
+    `duplicate` (one bool per row, see `near_duplicates`) is needed when the `near-duplicate` rule is on.
+    """
     df = pl.from_arrow(scored).with_row_index("_row")
+    if "near-duplicate" in cfg.rules:
+        if duplicate is None:
+            raise ValueError("the near-duplicate rule needs the `duplicate` mask")
+        df = df.with_columns(pl.Series("_dup", duplicate, dtype=pl.Boolean))
     df = df.join(positive_reference(df, cfg.positive_reference), on="query_id", how="left").sort("_row")
+    candidate = ~pl.col("is_positive")
     reason = pl.when(pl.col("is_positive")).then(pl.lit(None, dtype=pl.String))
     for rule in cfg.rules:
         reason = reason.when(_condition(rule, cfg)).then(pl.lit(REASONS[rule]))
     df = df.with_columns(reason.otherwise(pl.lit(None, dtype=pl.String)).alias("reason"))
-    if cfg.negatives_per_query > 0:
-        survivor = pl.col("reason").is_null() & ~pl.col("is_positive")
-        chosen = select(df, survivor, cfg.negatives_per_query, cfg.sampling, seed=cfg.seed, a=cfg.simans_a,
-                        b=cfg.simans_b)
+    n = cfg.negatives_per_query
+    if n > 0:
+        survivor = pl.col("reason").is_null() & candidate
+        chosen = select(df, survivor, n, cfg.sampling, seed=cfg.seed, a=cfg.simans_a, b=cfg.simans_b)
         df = df.with_columns(
             pl.when(survivor & ~chosen).then(pl.lit("not_sampled")).otherwise(pl.col("reason")).alias("reason")
         )
+        kept = (pl.col("reason").is_null() & candidate).sum().over("query_id")
+        if cfg.short_policy == "pad":
+            others = [_condition(r, cfg) for r in cfg.rules if r != "rank-window"]
+            deeper = candidate & (pl.col("reason") == "outside_rank_window") & (pl.col("rank") > cfg.rank_max)
+            if others:
+                deeper = deeper & ~pl.any_horizontal(others)
+            order = pl.when(deeper).then(pl.col("rank")).otherwise(None).rank("ordinal").over("query_id")
+            df = df.with_columns(
+                pl.when(deeper & (order <= n - kept)).then(pl.lit(None, dtype=pl.String))
+                .otherwise(pl.col("reason")).alias("reason")
+            )
+        elif cfg.short_policy == "drop":
+            df = df.with_columns(
+                pl.when(pl.col("reason").is_null() & candidate & (kept < n)).then(pl.lit("too_few_negatives"))
+                .otherwise(pl.col("reason")).alias("reason")
+            )
     df = df.with_columns(pl.col("reason").is_null().alias("keep"))
     return schemas.conform(df.to_arrow(), schemas.FILTERED, "filtered")
 
 
-def run(scored_dir: Path, out: Path, cfg: FilterConfig, overwrite: bool = False) -> dict:
+# -- near-duplicates of positives ------------------------------------------------------------------------------
+
+def normalize(text: str) -> str:
+    return " ".join(re.sub(r"[\W_]+", " ", text.casefold()).split())
+
+
+class DocEmbeddings:
+    """Normalized document embeddings, by doc_id: a dense index's cached `embeddings.npy`, or a model's encodings
+    of the documents asked for (each encoded once)."""
+
+    def __init__(self, index_dir: Path | None, model: str, doc_text: dict[str, str], corpus_digest: str):
+        self.doc_text = doc_text
+        self.model_name = model
+        self.model = None
+        self.rows: dict[str, int] = {}
+        self.source = f"model:{model}"
+        if index_dir is not None:
+            dense = Path(index_dir) / "dense"
+            params = json.loads((dense / "params.json").read_text())
+            if params.get("text_sha256") != corpus_digest:
+                raise HardnegError(f"{index_dir}: its dense embeddings are of other document texts than the data's; "
+                                   f"pass the index built from this data (--index) or none")
+            ids = pq.read_table(Path(index_dir) / "doc_ids.parquet")["doc_id"].to_pylist()
+            self.rows = {d: i for i, d in enumerate(ids)}
+            self.emb = np.load(dense / "embeddings.npy", mmap_mode="r")
+            self.source = f"index:{index_dir} ({params.get('model')})"
+        else:
+            self.emb = np.zeros((0, 0), dtype=np.float32)
+
+    def rows_of(self, doc_ids: list[str]) -> np.ndarray:
+        missing = [d for d in dict.fromkeys(doc_ids) if d not in self.rows]
+        if missing:
+            if self.model is None:
+                from hardneg.config import EncoderConfig
+                from hardneg.models import load_sentence_transformer
+
+                self.cfg = EncoderConfig(model=self.model_name)
+                self.model = load_sentence_transformer(self.model_name, None, None, False)
+            from hardneg.retrievers.dense import encode
+
+            new = encode(self.model, [self.doc_text[d] for d in missing], self.cfg, "", "filter: embedding documents")
+            start = self.emb.shape[0]
+            self.emb = new if start == 0 else np.concatenate([self.emb, new])
+            self.rows.update({d: start + i for i, d in enumerate(missing)})
+        return np.fromiter((self.rows[d] for d in doc_ids), dtype=np.int64, count=len(doc_ids))
+
+
+def near_duplicates(scored: pa.Table, norm_text: dict[str, str], threshold: float | None,
+                    embeddings: DocEmbeddings | None, chunk: int = 65536) -> list[bool]:
+    """Per row: is this candidate a near-duplicate of one of its query's positives (same normalized text, or
+    document-document cosine >= threshold)? Positives themselves are False."""
+    df = pl.from_arrow(scored.select(["query_id", "doc_id", "is_positive"])).with_row_index("_row")
+    pos = df.filter(pl.col("is_positive")).select("query_id", pl.col("doc_id").alias("pos_id"))
+    pairs = df.filter(~pl.col("is_positive")).join(pos, on="query_id", how="inner")
+    pairs = pairs.filter(pl.col("doc_id") != pl.col("pos_id"))
+    same = pairs.select(
+        "_row",
+        (pl.col("doc_id").replace_strict(norm_text, return_dtype=pl.String)
+         == pl.col("pos_id").replace_strict(norm_text, return_dtype=pl.String)).alias("dup"),
+    )
+    if threshold is not None and pairs.height:
+        a = embeddings.rows_of(pairs["doc_id"].to_list())
+        b = embeddings.rows_of(pairs["pos_id"].to_list())
+        cos = np.empty(pairs.height, dtype=np.float32)
+        for i in range(0, pairs.height, chunk):
+            x = np.asarray(embeddings.emb[a[i:i + chunk]], dtype=np.float32)
+            y = np.asarray(embeddings.emb[b[i:i + chunk]], dtype=np.float32)
+            cos[i:i + chunk] = np.einsum("ij,ij->i", x, y)
+        same = same.with_columns(pl.col("dup") | pl.Series(cos >= threshold))
+    hit = set(same.filter(pl.col("dup"))["_row"].to_list())
+    return [i in hit for i in range(scored.num_rows)]
+
+
+# -- stage -------------------------------------------------------------------------------------------------------
+
+def _upstream(stage_dir: Path, stage: str, position: int) -> Path | None:
+    """The input directory `position` recorded in a finished stage's manifest (e.g. score's data dir), if present."""
+    inputs = require_finished(stage_dir, stage).get("inputs", [])
+    if len(inputs) > position and Path(inputs[position]["path"]).is_dir():
+        return Path(inputs[position]["path"])
+    return None
+
+
+def summarize(out: Path, cfg: FilterConfig) -> dict:
+    df = pl.concat([pl.read_parquet(p, columns=["query_id", "rank", "is_positive", "keep", "reason"])
+                    for p in part_paths(out)]) if part_paths(out) else pl.DataFrame(
+        schema={"query_id": pl.String, "rank": pl.Int32, "is_positive": pl.Boolean, "keep": pl.Boolean,
+                "reason": pl.String})
+    neg = df.filter(~pl.col("is_positive"))
+    per_query = df.group_by("query_id").agg((pl.col("keep") & ~pl.col("is_positive")).sum().alias("n"))
+    reasons = neg.filter(pl.col("reason").is_not_null())["reason"].value_counts(sort=True)
+    res = {
+        "rows": df.height,
+        "queries": per_query.height,
+        "negatives_kept": int(neg["keep"].sum()),
+        "dropped_by_reason": {r: int(c) for r, c in reasons.iter_rows()},
+        "short_policy": cfg.short_policy,
+    }
+    if cfg.negatives_per_query > 0:
+        short = per_query.filter(pl.col("n") < cfg.negatives_per_query).sort("query_id")
+        res["queries_short"] = short.height  # fewer than negatives_per_query negatives in the output
+        res["short_query_ids"] = short["query_id"].head(SHOWN_SHORT_QUERIES).to_list()
+        if cfg.short_policy == "drop":
+            res["queries_dropped_short"] = int(neg.filter(pl.col("reason") == "too_few_negatives")["query_id"]
+                                               .n_unique())
+        if cfg.short_policy == "pad":
+            res["negatives_padded"] = int(neg.filter(pl.col("keep") & (pl.col("rank") > cfg.rank_max)).height)
+    return res
+
+
+def run(scored_dir: Path, out: Path, cfg: FilterConfig, overwrite: bool = False, data_dir: Path | None = None,
+        index_dir: Path | None = None, dropped_out: Path | None = None) -> dict:
+    """Filter every part of `scored_dir`. The near-duplicate rule reads document texts from `data_dir` (default:
+    the data dir recorded by `score`) and, with `dup_threshold`, embeddings from `index_dir`'s dense index (default:
+    the index recorded by `mine`, when it has dense embeddings of the same texts), else from `dup_model`.
+    `dropped_out` receives the dropped rows, with their reasons, as a stage directory of its own."""
     require_finished(scored_dir, "score")
-    with StageWriter(out, "filter", asdict(cfg), inputs=[scored_dir], overwrite=overwrite) as w:
+    dup = "near-duplicate" in cfg.rules
+    summary_extra = {}
+    if dup:
+        data_dir = data_dir or _upstream(scored_dir, "score", 1)
+        if data_dir is None:
+            raise HardnegError(f"{scored_dir}: the rule near-duplicate needs the document texts; pass --data DATA")
+        corpus = data.load(data_dir)["corpus"]
+        texts = data.document_texts(corpus)
+        doc_text = dict(zip(corpus["doc_id"].to_pylist(), texts))
+        norm_text = {d: normalize(t) for d, t in doc_text.items()}
+        embeddings = None
+        if cfg.dup_threshold is not None:
+            from hardneg.retrievers.dense import text_digest
+
+            if index_dir is None:
+                mined = _upstream(scored_dir, "score", 0)
+                chained = _upstream(mined, "mine", 0) if mined else None
+                if chained is not None and (chained / "dense" / "embeddings.npy").exists():
+                    index_dir = chained
+            elif not (Path(index_dir) / "dense" / "embeddings.npy").exists():
+                raise HardnegError(f"{index_dir}: has no dense embeddings (dense/embeddings.npy); pass an index "
+                                   f"built with --retriever dense or hybrid, or no --index to embed with dup_model")
+            embeddings = DocEmbeddings(index_dir, cfg.dup_model, doc_text, text_digest(texts))
+            summary_extra["dup_embeddings"] = embeddings.source
+        summary_extra["dup_texts"] = str(data_dir)
+    inputs = [scored_dir]
+    with contextlib.ExitStack() as stack:
+        w = stack.enter_context(StageWriter(out, "filter", asdict(cfg), inputs=inputs, overwrite=overwrite))
+        side = None
+        if dropped_out is not None:
+            side = stack.enter_context(StageWriter(dropped_out, "filter-dropped", asdict(cfg), inputs=inputs,
+                                                   overwrite=overwrite))
         for path in part_paths(scored_dir):
-            if not w.has(path.name):
-                w.write_table(path.name, filter_table(read_part(path, schemas.SCORED), cfg))
-        return w.finish()
+            if w.has(path.name) and (side is None or side.has(path.name)):
+                continue
+            table = read_part(path, schemas.SCORED)
+            mask = near_duplicates(table, norm_text, cfg.dup_threshold, embeddings) if dup else None
+            filtered = filter_table(table, cfg, mask)
+            if side is not None:
+                side.write_table(path.name, filtered.filter(pc.invert(filtered["keep"])))
+            w.write_table(path.name, filtered)
+        summary = {**summarize(w.out, cfg), **summary_extra}
+        if side is not None:
+            side.finish(summary={"dropped_from": str(out)})
+            summary["dropped_out"] = str(dropped_out)
+        return w.finish(summary=summary)

@@ -16,7 +16,8 @@ class BiEncoderTeacher:
 
     def __init__(self, cfg):
         self.cfg = cfg
-        self.model = load_sentence_transformer(cfg.model, cfg.device, cfg.max_seq_length, cfg.allow_download)
+        self.model = load_sentence_transformer(cfg.model, cfg.device, cfg.max_seq_length, cfg.allow_download,
+                                               cfg.dtype)
 
     def _embed(self, texts: list[str], prompt: str, desc: str):
         unique = list(dict.fromkeys(texts))

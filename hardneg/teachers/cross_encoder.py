@@ -17,7 +17,7 @@ class CrossEncoderTeacher:
 
     def __init__(self, cfg):
         self.cfg = cfg
-        self.model = load_cross_encoder(cfg.model, cfg.device, cfg.max_length, cfg.allow_download)
+        self.model = load_cross_encoder(cfg.model, cfg.device, cfg.max_length, cfg.allow_download, cfg.dtype)
 
     def score(self, queries: list[str], docs: list[str]) -> np.ndarray:
         import torch

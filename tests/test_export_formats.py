@@ -1,0 +1,80 @@
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from conftest import invoke
+from hardneg import schemas
+from hardneg.config import load_pipeline
+from hardneg.io.stagedir import read_stage
+
+CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.toml"))
+
+
+@pytest.mark.parametrize("ext", ["parquet", "jsonl"])
+def test_margin_mse_label_is_the_teacher_margin(tmp_path, relabeled_dir, data_dir, ext):
+    import datasets
+
+    out = tmp_path / f"m.{ext}"
+    invoke("export", relabeled_dir, "--data", data_dir, "--out", out, "--format", "margin-mse")
+    ds = datasets.load_dataset("parquet" if ext == "parquet" else "json", data_files=str(out), split="train")
+    assert ds.column_names == ["query", "positive", "negative", "label"] and ds.num_rows > 0
+    df = pl.from_arrow(read_stage(relabeled_dir, "relabel", schemas.RELABELED))
+    triplets = tmp_path / f"t.{ext}"
+    invoke("export", relabeled_dir, "--data", data_dir, "--out", triplets, "--format", "triplets")
+    assert datasets.load_dataset("parquet" if ext == "parquet" else "json", data_files=str(triplets),
+                                 split="train").num_rows == ds.num_rows
+    scores = df["teacher_score"]
+    row = ds[0]
+    assert float(scores.min() - scores.max()) <= row["label"] <= float(scores.max() - scores.min())
+    # the label is exactly pos score - neg score for some pair of the query
+    pos = df.filter(pl.col("label") == "positive")["teacher_score"].to_list()
+    neg = df.filter(pl.col("label") == "negative")["teacher_score"].to_list()
+    assert any(abs((p - n) - row["label"]) < 1e-5 for p in pos for n in neg)
+
+
+@pytest.mark.parametrize("fmt", ["triplets", "n-tuple"])
+def test_one_training_step_on_an_exported_file(tmp_path, scored_dir, data_dir, fmt):
+    import datasets
+    import torch
+    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, losses
+    from sentence_transformers.training_args import SentenceTransformerTrainingArguments
+
+    from hardneg.models import resolve
+
+    invoke("filter", scored_dir, "--out", tmp_path / "f", "--negatives-per-query", "2")
+    invoke("relabel", tmp_path / "f", "--out", tmp_path / "r")
+    out = tmp_path / "train.parquet"
+    invoke("export", tmp_path / "r", "--data", data_dir, "--out", out, "--format", fmt)
+    ds = datasets.load_dataset("parquet", data_files=str(out), split="train")
+    assert ds.num_rows >= 4 and ds.column_names[-1] == ("negative" if fmt == "triplets" else "negative_2")
+    ds = ds.select(range(4))
+    torch.manual_seed(0)
+    model = SentenceTransformer(resolve("all-MiniLM-L6-v2"), device="cpu")
+    model.max_seq_length = 64
+    before = [p.detach().clone() for p in model.parameters()]
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(tmp_path / "st"), max_steps=1, per_device_train_batch_size=4, learning_rate=1e-3,
+        report_to=[], save_strategy="no", logging_steps=1, use_cpu=True, dataloader_num_workers=0,
+    )
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=ds,
+                                         loss=losses.MultipleNegativesRankingLoss(model))
+    result = trainer.train()
+    assert result.global_step == 1 and torch.isfinite(torch.tensor(result.training_loss))
+    assert any(not torch.equal(a, b.detach()) for a, b in zip(before, model.parameters()))
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
+def test_every_shipped_config_runs_end_to_end(tmp_path, data_dir, config):
+    from hardneg import pipeline
+    from hardneg.summary import summarize
+
+    cfg = load_pipeline(config)
+    cfg.mine.top_k = min(cfg.mine.top_k, 12)  # keep the test fast; everything else as shipped
+    if cfg.filter.rank_max is not None:
+        cfg.filter.rank_min = min(cfg.filter.rank_min or 1, 2)
+        cfg.filter.rank_max = min(cfg.filter.rank_max, 8)
+    paths = pipeline.run(data_dir, tmp_path / "run", cfg, log=lambda m: None)
+    summary = summarize(tmp_path / "run")
+    assert summary["training_rows"] > 0 and Path(summary["training_file"]) == paths["export"]
+    assert summary["negatives_kept"] > 0

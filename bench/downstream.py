@@ -166,6 +166,29 @@ def main(argv=None):
 
     results = []
 
+    def save():
+        """Print and write the table and JSON so far: called after every row (a long run keeps what it measured)."""
+        lines = [f"Downstream: all-MiniLM-L6-v2 + MultipleNegativesRankingLoss on {len(qids)} NFCorpus train queries "
+                 f"(one labeled positive each, one negative per row), {args.steps} steps, batch {args.batch_size}, "
+                 f"lr {args.lr}, max_seq_length {args.max_seq_length}, seed {args.seed}; NFCorpus test, full corpus.",
+                 "",
+                 "| negatives | nDCG@10 | Recall@100 | training rows | hidden positives used as negatives "
+                 "| mining s | train+eval s |", "|---|---|---|---|---|---|---|"]
+        for r in results:
+            n_fn = r["false_negatives"]
+            fn = "—" if n_fn is None else f"{n_fn} ({100 * n_fn / max(r['train_rows'], 1):.1f}%)"
+            mine_s = "—" if r["mine_seconds"] is None else f"{r['mine_seconds']:.0f}"
+            lines.append(f"| {r['negatives']} | {r['ndcg@10']:.4f} | {r['recall@100']:.4f} | {r['train_rows']} "
+                         f"| {fn} | {mine_s} | {r['seconds']:.0f} |")
+        table = "\n".join(lines) + "\n"
+        print(table)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "downstream.md").write_text(table)
+        (args.out / "downstream.json").write_text(json.dumps(
+            {"command": "python bench/downstream.py " + " ".join(argv or sys.argv[1:]), "config": vars(args) | {
+                "data": str(args.data), "hardneg_config": str(args.hardneg_config), "out": str(args.out),
+                "cache": str(args.cache)}, "rows": results}, indent=2) + "\n")
+
     def base_row():
         metrics, emb = evaluate(load_model(base, args.max_seq_length), corpus, queries, test_qrels)
         np.save(cache / "base_doc_emb.npy", emb)
@@ -174,6 +197,7 @@ def main(argv=None):
     r = cached("eval-base", base_row)
     results.append({"negatives": "base model (no fine-tuning)", **r["value"], "train_rows": 0,
                     "false_negatives": None, "mine_seconds": None, "seconds": r["seconds"]})
+    save()
     sources = {
         "none (in-batch only)": lambda: {},
         "naive dense top-1": lambda: negatives_naive(np.load(cache / "base_doc_emb.npy")),
@@ -199,26 +223,7 @@ def main(argv=None):
         results.append({"negatives": name, **r["value"], "train_rows": len(rows), "false_negatives": fns,
                         "mine_seconds": negs["seconds"], "seconds": r["seconds"]})
         print(f"[downstream] {json.dumps(results[-1])}", flush=True)
-
-    lines = [f"Downstream: all-MiniLM-L6-v2 + MultipleNegativesRankingLoss on {len(qids)} NFCorpus train queries "
-             f"(one labeled positive each, one negative per row), {args.steps} steps, batch {args.batch_size}, "
-             f"lr {args.lr}, max_seq_length {args.max_seq_length}, seed {args.seed}; NFCorpus test, full corpus.", "",
-             "| negatives | nDCG@10 | Recall@100 | training rows | hidden positives used as negatives "
-             "| mining s | train+eval s |", "|---|---|---|---|---|---|---|"]
-    for r in results:
-        n_fn = r["false_negatives"]
-        fn = "—" if n_fn is None else f"{n_fn} ({100 * n_fn / max(r['train_rows'], 1):.1f}%)"
-        mine_s = "—" if r["mine_seconds"] is None else f"{r['mine_seconds']:.0f}"
-        lines.append(f"| {r['negatives']} | {r['ndcg@10']:.4f} | {r['recall@100']:.4f} | {r['train_rows']} | {fn} "
-                     f"| {mine_s} | {r['seconds']:.0f} |")
-    table = "\n".join(lines) + "\n"
-    print(table)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "downstream.md").write_text(table)
-    (args.out / "downstream.json").write_text(json.dumps(
-        {"command": "python bench/downstream.py " + " ".join(argv or sys.argv[1:]), "config": vars(args) | {
-            "data": str(args.data), "hardneg_config": str(args.hardneg_config), "out": str(args.out),
-            "cache": str(args.cache)}, "rows": results}, indent=2) + "\n")
+        save()
 
 
 if __name__ == "__main__":

@@ -309,6 +309,7 @@ def main(argv=None):
     if not args.skip_st:
         negs, secs = st_mine(corpus, queries, labeled, args.negatives, args.max_seq_length)
         add("ST mine_hard_negatives(relative_margin=0.05)", negs, secs, note="MiniLM retriever and scorer")
+        save(rows, args, argv, len(labeled))
         from sentence_transformers import CrossEncoder
 
         ce_path = train_cross_encoder(args.data, CE_DIR, args.ce_steps, args.seed, args.ce_max_length)
@@ -320,18 +321,23 @@ def main(argv=None):
             note=f"cross-encoder: MiniLM CE trained here ({args.ce_steps} steps on train); "
                  f"seeded subsample of {len(sub)} queries (CPU cost)")
 
-    rows.sort(key=lambda r: ["naive", "ST", "hardneg"].index(r["configuration"].split()[0]))
-    table = render(rows, args, len(labeled))
-    print(table)
+    save(rows, args, argv, len(labeled))
+    return rows
+
+
+def save(rows, args, argv, n_queries):
+    """Print and write the table and JSON (called after the cheap rows and again after the cross-encoder row)."""
+    rows = sorted(rows, key=lambda r: ["naive", "ST", "hardneg"].index(r["configuration"].split()[0]))
+    table = render(rows, args, n_queries)
+    print(table, flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "hidden_positive.md").write_text(table)
     meta = {"command": "python bench/hidden_positive.py " + " ".join(argv or sys.argv[1:]), "split": args.split,
             "seed": args.seed, "max_seq_length": args.max_seq_length, "negatives_requested": args.negatives,
-            "queries": len(labeled),
+            "queries": n_queries,
             "cross_encoder": {"path": str(CE_DIR), "steps": args.ce_steps, "max_length": args.ce_max_length},
             "rows": rows, "cross_encoder_queries": args.ce_queries}
     (args.out / "hidden_positive.json").write_text(json.dumps(meta, indent=2) + "\n")
-    return rows
 
 
 def render(rows, args, n_queries) -> str:

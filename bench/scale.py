@@ -71,11 +71,12 @@ def main() -> None:
             print(f"{label(n)} {name}: {row[name]}", flush=True)
         rows.append(row)
 
-    print(f"\n| documents | queries | import s | index s | index peak RSS | mine s (top-{args.top_k}) | mine peak RSS |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"\n| documents | queries | import s (CPU s) | import peak RSS | index s (CPU s) | index peak RSS | "
+          f"mine top-{args.top_k} s (CPU s) | mine peak RSS |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['documents']:,} | {r['queries']:,} | {r['import']['wall_s']:.1f} | {r['index']['wall_s']:.1f} | "
-              f"{r['index']['peak_rss_mib']:,.0f} MiB | {r['mine']['wall_s']:.1f} | {r['mine']['peak_rss_mib']:,.0f} MiB |")
+        cells = [f"{r[s]['wall_s']:.1f} ({r[s]['cpu_s']:.1f}) | {r[s]['peak_rss_mib']:,.0f} MiB" for s in steps]
+        print(f"| {r['documents']:,} | {r['queries']:,} | " + " | ".join(cells) + " |")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"command": " ".join(sys.argv), "machine": f"{platform.machine()}, "
                                      f"{os.cpu_count()} CPUs", "runs": rows}, indent=2) + "\n")

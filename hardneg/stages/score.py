@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 from pathlib import Path
 
 import polars as pl
@@ -65,7 +64,9 @@ class ScoreCache:
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             (self.dir / "teacher.json").write_text(json.dumps(self.identity, indent=2, sort_keys=True) + "\n")
-            write_parquet(self.dir / f"part-{uuid.uuid4().hex}.parquet", scored.to_arrow().cast(CACHE_SCHEMA))
+            # named by its content, so the same run writes the same files (deterministic, and a rerun overwrites)
+            keys = hashlib.sha256("\0".join(map(str, scored.select(KEY).rows())).encode()).hexdigest()[:32]
+            write_parquet(self.dir / f"part-{keys}.parquet", scored.to_arrow().cast(CACHE_SCHEMA))
         except OSError as exc:
             from hardneg.errors import HardnegError
 

@@ -1,0 +1,22 @@
+"""Helpers shared by the benchmark scripts."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def timed(cmd: list[str], log: Path) -> dict:
+    """Run `cmd`; return its wall seconds and peak RSS (MiB), from this child's own rusage."""
+    start = time.perf_counter()
+    with open(log, "a") as fh:
+        fh.write("$ " + " ".join(cmd) + "\n")
+        fh.flush()
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=fh)
+        _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"failed: {' '.join(cmd)} (see {log})")
+    return {"wall_s": round(wall, 2), "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+            "cpu_s": round(usage.ru_utime + usage.ru_stime, 2)}

@@ -140,7 +140,7 @@ def collect(run_dir: Path, top: int = 20) -> dict:
     df = pl.from_arrow(read_stage(relabeled_dir, "relabel", schemas.RELABELED))
     fig = figures(df, manifests["filter"]["config"], top=top)
     _texts(_data_dir(run_dir, manifests), fig["suspects"])
-    return {"run_dir": str(run_dir), "figures": fig, "manifests": manifests, "summary": summarize(run_dir)}
+    return {"run_dir": str(run_dir), "figures": fig, "manifests": manifests, "summary": summarize(run_dir, df)}
 
 
 # -- rendering -------------------------------------------------------------------------------------------------

@@ -14,9 +14,11 @@ from hardneg.pipeline import LAYOUT
 from hardneg.report import figures
 
 
-def summarize(run_dir: Path) -> dict:
+def summarize(run_dir: Path, relabeled: pl.DataFrame | None = None) -> dict:
+    """`relabeled`: the run's relabeled table when the caller has already read it."""
     run_dir = Path(run_dir)
-    df = pl.from_arrow(read_stage(run_dir / LAYOUT["relabel"], "relabel", schemas.RELABELED))
+    df = relabeled if relabeled is not None else pl.from_arrow(
+        read_stage(run_dir / LAYOUT["relabel"], "relabel", schemas.RELABELED))
     mine_manifest = read_manifest(run_dir / LAYOUT["mine"])
     mined = mine_manifest["summary"]
     data_dir = Path(mine_manifest["inputs"][1]["path"])

@@ -75,3 +75,7 @@ DOC_PROMPT = typer.Option("", "--doc-prompt", help="Prefix for documents, e.g. '
 ALLOW_DOWNLOAD = typer.Option(
     False, "--allow-download", help="Let a model missing locally download from the Hugging Face hub."
 )
+# sampling options shared by `mine` (inside the rank window) and `filter` (among the survivors)
+SEED = typer.Option(0, "--seed", help="Seed of random and simans sampling.")
+SIMANS_A = typer.Option(0.5, "--simans-a", help="SimANS weight exp(-a * (s - p - b)^2): a.")
+SIMANS_B = typer.Option(0.0, "--simans-b", help="SimANS weight exp(-a * (s - p - b)^2): b.")

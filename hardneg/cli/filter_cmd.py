@@ -2,7 +2,7 @@ from pathlib import Path
 
 import typer
 
-from hardneg.cli.app import OVERWRITE, choice, command, done
+from hardneg.cli.app import OVERWRITE, SEED, SIMANS_A, SIMANS_B, choice, command, done
 from hardneg.config import DEFAULT_MODEL, FILTER_RULES, POSITIVE_REFERENCES, SAMPLING, SHORT_POLICIES
 
 
@@ -38,9 +38,9 @@ def filter_cmd(
     short_policy: choice("ShortPolicy", SHORT_POLICIES) = typer.Option(
         "keep", "--short-policy", help="Queries with fewer negatives: keep short, drop, or pad from below --rank-max."
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed of random and simans sampling."),
-    simans_a: float = typer.Option(0.5, "--simans-a", help="SimANS: weight exp(-a (s - p - b)^2)."),
-    simans_b: float = typer.Option(0.0, "--simans-b", help="SimANS: offset b."),
+    seed: int = SEED,
+    simans_a: float = SIMANS_A,
+    simans_b: float = SIMANS_B,
     dropped_out: Path = typer.Option(None, "--dropped-out", help="Also write the dropped rows (with reasons) here."),
     overwrite: bool = OVERWRITE,
 ):

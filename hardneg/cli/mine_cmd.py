@@ -2,7 +2,7 @@ from pathlib import Path
 
 import typer
 
-from hardneg.cli.app import OVERWRITE, choice, command, done
+from hardneg.cli.app import OVERWRITE, SEED, SIMANS_A, SIMANS_B, choice, command, done
 from hardneg.config import FUSIONS, SAMPLING
 
 
@@ -20,9 +20,9 @@ def mine_cmd(
     sample: int = typer.Option(0, "--sample", help="Keep N candidates per query from the rank window (0 = all)."),
     sampling: choice("MineSampling", SAMPLING) = typer.Option(
         "top", "--sampling", help="With --sample: top ranks, random, or simans (near the best positive's score)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of random and simans sampling."),
-    simans_a: float = typer.Option(0.5, "--simans-a", help="SimANS weight exp(-a * (s - p - b)^2): a."),
-    simans_b: float = typer.Option(0.0, "--simans-b", help="SimANS: b."),
+    seed: int = SEED,
+    simans_a: float = SIMANS_A,
+    simans_b: float = SIMANS_B,
     fusion: choice("Fusion", FUSIONS) = typer.Option(
         "rrf", "--fusion", help="Hybrid: reciprocal-rank fusion or weighted min-max normalized scores."),
     dense_weight: float = typer.Option(0.5, "--dense-weight", help="Hybrid weighted fusion: weight of dense (0..1)."),

@@ -27,6 +27,7 @@ FUSIONS = ("rrf", "weighted")
 DTYPES = ("auto", "float32", "float16", "bfloat16")  # float16/bfloat16: CUDA only
 SHORT_POLICIES = ("keep", "drop", "pad")  # queries left with fewer than negatives_per_query negatives
 RELABEL_POLICIES = ("relabel", "drop", "keep-flagged")
+EXECUTORS = ("local", "ray")  # hardneg.executor
 
 
 @dataclass

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from hardneg.config import PipelineConfig, asdict
 from hardneg.errors import HardnegError
+from hardneg.executor import LOCAL, Execution
 from hardneg.io.stagedir import MANIFEST, SUCCESS, manifest_digest, read_manifest
 from hardneg.stages import export, filter, import_, index, mine, relabel, score
 
@@ -27,7 +28,9 @@ def _state(out: Path, config: dict, inputs: list[Path], manifest_path: Path) -> 
     return "current" if old.get("config") == config and old.get("inputs") == digests else "stale"
 
 
-def run(src: Path, out: Path, cfg: PipelineConfig, overwrite: bool = False, log=print) -> dict[str, Path]:
+def run(src: Path, out: Path, cfg: PipelineConfig, overwrite: bool = False, log=print,
+        execution: Execution = LOCAL) -> dict[str, Path]:
+    """`execution` (its executor; never a shard) runs the units of index, mine and score."""
     out = Path(out)
     src = Path(src)
     paths = {stage: out / name for stage, name in LAYOUT.items()}
@@ -41,9 +44,11 @@ def run(src: Path, out: Path, cfg: PipelineConfig, overwrite: bool = False, log=
 
     steps = [
         ("import", lambda o, ow: import_.run(src, o, cfg.import_, ow), cfg.import_, []),
-        ("index", lambda o, ow: index.run(data, o, cfg.index, ow), cfg.index, [data]),
-        ("mine", lambda o, ow: mine.run(paths["index"], data, o, cfg.mine, ow), cfg.mine, [paths["index"], data]),
-        ("score", lambda o, ow: score.run(paths["mine"], data, o, cfg.score, ow), cfg.score, [paths["mine"], data]),
+        ("index", lambda o, ow: index.run(data, o, cfg.index, ow, execution), cfg.index, [data]),
+        ("mine", lambda o, ow: mine.run(paths["index"], data, o, cfg.mine, ow, execution), cfg.mine,
+         [paths["index"], data]),
+        ("score", lambda o, ow: score.run(paths["mine"], data, o, cfg.score, ow, execution=execution), cfg.score,
+         [paths["mine"], data]),
         ("filter", lambda o, ow: filter.run(paths["score"], o, cfg.filter, ow), cfg.filter, [paths["score"]]),
         ("relabel", lambda o, ow: relabel.run(paths["filter"], o, cfg.relabel, ow), cfg.relabel, [paths["filter"]]),
         ("export", lambda o, ow: export.run(paths["relabel"], data, o, cfg.export, ow), cfg.export,

@@ -61,6 +61,12 @@ def choice(name: str, values) -> type[enum.Enum]:
 def done(manifest: dict, out: Path) -> None:
     """Print what a stage wrote, and every count of skipped or dropped input rows it recorded (never silently)."""
     rows = sum(manifest.get("parts", {}).values())
+    if manifest.get("status") == "shard-done":
+        i, n = manifest["shard"]
+        parts = f": {len(manifest['parts'])} parts, {rows} rows" if manifest["parts"] else ""
+        typer.echo(f"wrote shard {i}/{n} of {out} ({manifest['stage']}{parts}); {manifest['shards_done']} of {n} "
+                   f"shards done, the last one to finish writes _SUCCESS")
+        return
     skipped = [f"{n} {key.replace('_', ' ')}" for key, n in manifest.get("summary", {}).items()
                if key.endswith(("_skipped", "_dropped")) and n]
     typer.echo(f"wrote {out} ({manifest['stage']}: {rows} rows{''.join('; ' + s for s in skipped)})")
@@ -79,3 +85,21 @@ ALLOW_DOWNLOAD = typer.Option(
 SEED = typer.Option(0, "--seed", help="Seed of random and simans sampling.")
 SIMANS_A = typer.Option(0.5, "--simans-a", help="SimANS weight exp(-a * (s - p - b)^2): a.")
 SIMANS_B = typer.Option(0.0, "--simans-b", help="SimANS weight exp(-a * (s - p - b)^2): b.")
+
+# where and which units of a stage run (hardneg.executor)
+SHARD = typer.Option(
+    None, "--shard", help="Run shard I of N only (I/N, e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT); "
+    "the shard that finishes last writes _SUCCESS.")
+EXECUTOR = typer.Option(
+    "local", "--executor", help="local, or ray: Ray Data actor pools (pip install 'hardneg[ray]'; RAY_ADDRESS "
+    "names the cluster, else a local instance starts).")
+RAY_ACTORS = typer.Option(0, "--ray-actors", help="ray: actors in the pool (0 = one per CPU, or per GPU).")
+RAY_GPUS = typer.Option(None, "--ray-gpus-per-actor", help="ray: GPUs per actor (default: 1 if the cluster has GPUs).")
+
+
+def execution(shard: str | None, executor=None, ray_actors: int = 0, ray_gpus: float | None = None):
+    """The `hardneg.executor.Execution` of the --shard / --executor / --ray-* options."""
+    from hardneg.executor import Execution, parse_shard
+
+    return Execution(executor=getattr(executor, "value", executor) or "local", shard=parse_shard(shard),
+                     ray_actors=ray_actors, ray_gpus_per_actor=ray_gpus)

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import typer
 
-from hardneg.cli.app import OVERWRITE, SEED, SIMANS_A, SIMANS_B, choice, command, done
+from hardneg.cli.app import OVERWRITE, SEED, SHARD, SIMANS_A, SIMANS_B, choice, command, done, execution
 from hardneg.config import DEFAULT_MODEL, FILTER_RULES, POSITIVE_REFERENCES, SAMPLING, SHORT_POLICIES
 
 
@@ -43,6 +43,7 @@ def filter_cmd(
     simans_b: float = SIMANS_B,
     dropped_out: Path = typer.Option(None, "--dropped-out", help="Also write the dropped rows (with reasons) here."),
     overwrite: bool = OVERWRITE,
+    shard: str = SHARD,
 ):
     from hardneg.config import FilterConfig, validate
     from hardneg.stages import filter as filter_stage
@@ -57,9 +58,9 @@ def filter_cmd(
                        rank_max=rank_max, dup_threshold=dup_threshold, dup_model=dup_model,
                        short_policy=short_policy.value)
     manifest = filter_stage.run(scored, out, validate(cfg), overwrite, data_dir=data, index_dir=index,
-                                dropped_out=dropped_out)
+                                dropped_out=dropped_out, execution=execution(shard))
     done(manifest, out)
-    s = manifest["summary"]
+    s = manifest.get("summary", {})
     if s.get("queries_short"):
         typer.echo(f"  {s['queries_short']} of {s['queries']} queries have fewer than {negatives_per_query} "
                    f"negatives (short policy: {short_policy.value})")

@@ -2,8 +2,9 @@ from pathlib import Path
 
 import typer
 
-from hardneg.cli.app import ALLOW_DOWNLOAD, BATCH_SIZE, DEVICE, DOC_PROMPT, OVERWRITE, QUERY_PROMPT, choice, command, done
-from hardneg.config import DEFAULT_MODEL, EMBEDDING_DTYPES, FAISS_INDEXES, RETRIEVERS
+from hardneg.cli.app import (ALLOW_DOWNLOAD, BATCH_SIZE, DEVICE, DOC_PROMPT, EXECUTOR, OVERWRITE, QUERY_PROMPT, RAY_ACTORS,
+                             RAY_GPUS, SHARD, choice, command, done, execution)
+from hardneg.config import DEFAULT_MODEL, EMBEDDING_DTYPES, EXECUTORS, FAISS_INDEXES, RETRIEVERS
 
 
 @command("index", "Build a BM25, dense or hybrid index of the corpus.")
@@ -29,6 +30,10 @@ def index_cmd(
         "float32", "--embedding-dtype", help="Dtype of the cached corpus embeddings (float16 halves the disk and RAM)."),
     encode_chunk_size: int = typer.Option(
         8192, "--encode-chunk-size", help="Documents per cached embedding chunk; a killed run resumes from the last."),
+    shard: str = SHARD,
+    executor: choice("Executor", EXECUTORS) = EXECUTOR,
+    ray_actors: int = RAY_ACTORS,
+    ray_gpus_per_actor: float = RAY_GPUS,
 ):
     from hardneg.config import IndexConfig, validate
     from hardneg.stages import index
@@ -40,4 +45,4 @@ def index_cmd(
                       encode_chunk_size=encode_chunk_size)
     if batch_size:
         cfg.batch_size = batch_size
-    done(index.run(data, out, validate(cfg), overwrite), out)
+    done(index.run(data, out, validate(cfg), overwrite, execution(shard, executor, ray_actors, ray_gpus_per_actor)), out)

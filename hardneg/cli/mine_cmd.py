@@ -2,8 +2,9 @@ from pathlib import Path
 
 import typer
 
-from hardneg.cli.app import OVERWRITE, SEED, SIMANS_A, SIMANS_B, choice, command, done
-from hardneg.config import FUSIONS, SAMPLING
+from hardneg.cli.app import (EXECUTOR, OVERWRITE, RAY_ACTORS, RAY_GPUS, SEED, SHARD, SIMANS_A, SIMANS_B, choice, command,
+                             done, execution)
+from hardneg.config import EXECUTORS, FUSIONS, SAMPLING
 
 
 @command("mine", "Retrieve the top-k candidates of every query and mark its labeled positives.")
@@ -30,6 +31,10 @@ def mine_cmd(
     sparse_depth: int = typer.Option(0, "--sparse-depth", help="Hybrid: bm25 candidates before fusion (0 = depth)."),
     dense_depth: int = typer.Option(0, "--dense-depth", help="Hybrid: dense candidates before fusion (0 = depth)."),
     device: str = typer.Option(None, "--device", help="Query encoding device (default: the index's)."),
+    shard: str = SHARD,
+    executor: choice("Executor", EXECUTORS) = EXECUTOR,
+    ray_actors: int = RAY_ACTORS,
+    ray_gpus_per_actor: float = RAY_GPUS,
 ):
     from hardneg.config import MineConfig, validate
     from hardneg.stages import mine
@@ -38,4 +43,5 @@ def mine_cmd(
                      range_min=range_min, range_max=range_max, sample=sample, sampling=sampling.value, seed=seed,
                      simans_a=simans_a, simans_b=simans_b, fusion=fusion.value, dense_weight=dense_weight,
                      sparse_depth=sparse_depth, dense_depth=dense_depth, device=device)
-    done(mine.run(index_dir, data, out, validate(cfg), overwrite), out)
+    done(mine.run(index_dir, data, out, validate(cfg), overwrite, execution(shard, executor, ray_actors, ray_gpus_per_actor)),
+         out)

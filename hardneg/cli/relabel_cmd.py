@@ -2,7 +2,7 @@ from pathlib import Path
 
 import typer
 
-from hardneg.cli.app import OVERWRITE, choice, command, done
+from hardneg.cli.app import OVERWRITE, SHARD, choice, command, done, execution
 from hardneg.config import POSITIVE_REFERENCES, RELABEL_POLICIES
 
 
@@ -20,10 +20,11 @@ def relabel_cmd(
     threshold: float = typer.Option(None, "--threshold", help="... or at least this absolute teacher score."),
     max_promoted_per_query: int = typer.Option(3, "--max-promoted-per-query", help="Cap on promotions per query."),
     overwrite: bool = OVERWRITE,
+    shard: str = SHARD,
 ):
     from hardneg.config import RelabelConfig, validate
     from hardneg.stages import relabel
 
     cfg = RelabelConfig(promote=promote, positive_reference=positive_reference.value, threshold=threshold,
                         max_promoted_per_query=max_promoted_per_query, policy=policy.value)
-    done(relabel.run(filtered, out, validate(cfg), overwrite), out)
+    done(relabel.run(filtered, out, validate(cfg), overwrite, execution(shard)), out)

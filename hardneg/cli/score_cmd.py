@@ -2,8 +2,9 @@ from pathlib import Path
 
 import typer
 
-from hardneg.cli.app import ALLOW_DOWNLOAD, BATCH_SIZE, DEVICE, DOC_PROMPT, OVERWRITE, QUERY_PROMPT, choice, command, done
-from hardneg.config import DEFAULT_MODEL, DTYPES, TEACHER_KINDS
+from hardneg.cli.app import (ALLOW_DOWNLOAD, BATCH_SIZE, DEVICE, DOC_PROMPT, EXECUTOR, OVERWRITE, QUERY_PROMPT, RAY_ACTORS,
+                             RAY_GPUS, SHARD, choice, command, done, execution)
+from hardneg.config import DEFAULT_MODEL, DTYPES, EXECUTORS, TEACHER_KINDS
 
 
 @command("score", "Score every (query, positive) and (query, candidate) pair with a teacher model.")
@@ -28,6 +29,10 @@ def score_cmd(
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the score cache."),
     allow_download: bool = ALLOW_DOWNLOAD,
     overwrite: bool = OVERWRITE,
+    shard: str = SHARD,
+    executor: choice("Executor", EXECUTORS) = EXECUTOR,
+    ray_actors: int = RAY_ACTORS,
+    ray_gpus_per_actor: float = RAY_GPUS,
 ):
     from hardneg.config import ScoreConfig, validate
     from hardneg.stages import score
@@ -37,8 +42,9 @@ def score_cmd(
                       allow_download=allow_download, dtype=dtype.value)
     if batch_size:
         cfg.batch_size = batch_size
-    manifest = score.run(mined, data, out, validate(cfg), overwrite, cache=cache, use_cache=not no_cache)
+    manifest = score.run(mined, data, out, validate(cfg), overwrite, cache=cache, use_cache=not no_cache,
+                         execution=execution(shard, executor, ray_actors, ray_gpus_per_actor))
     done(manifest, out)
-    s = manifest["summary"]
+    s = manifest.get("summary", {})
     if "distinct_pairs" in s:
         typer.echo(f"  {s['distinct_pairs']} distinct pairs: {s['scored_pairs']} scored, {s['cached_pairs']} from the cache")

@@ -93,12 +93,14 @@ def validate(tables: dict[str, pa.Table], files: dict[str, Path]) -> tuple[dict[
     return {"corpus": corpus, "queries": kept_queries, "qrels": qrels}, counts
 
 
-def load(data_dir: Path) -> dict[str, pa.Table]:
-    """Read a finished `hardneg import` directory."""
+def load(data_dir: Path, names: tuple[str, ...] = tuple(TABLES)) -> dict[str, pa.Table]:
+    """Read a finished `hardneg import` directory (only the tables `names`)."""
     data_dir = Path(data_dir)
     require_finished(data_dir, "import")
     out = {}
     for name, schema in TABLES.items():
+        if name not in names:
+            continue
         path = data_dir / f"{name}.parquet"
         try:
             out[name] = schemas.conform(pq.read_table(path), schema, str(path))

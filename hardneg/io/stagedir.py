@@ -6,7 +6,10 @@ A stage directory is the only thing stages exchange. Its contract:
 * `_manifest.json` is written when the stage starts (status "running") and rewritten when it ends;
 * `_SUCCESS` is written last; a stage refuses an input directory without it;
 * a rerun into an unfinished directory resumes it, part by part, if and only if its resolved config and inputs are
-  the same as the manifest's; a finished directory is never overwritten without `overwrite=True`.
+  the same as the manifest's; a finished directory is never overwritten without `overwrite=True`;
+* with `--shard I/N`, N processes (a SLURM job array, say) write their own parts into the same directory; each leaves
+  `_shards/shard-I-of-N.json` when its parts are written, and the one that finds all N markers finishes the stage
+  (`claim_finish`). The others report their shard done and leave `_SUCCESS` to it.
 
 Test hook: with the environment variable `HARDNEG_TEST_KILL_AFTER_PARTS=N`, the process SIGKILLs itself right
 after writing its N-th part (`StageWriter.write_table`), so tests can kill a stage at a chosen point. Never set it
@@ -34,8 +37,11 @@ MANIFEST = "_manifest.json"
 SUCCESS = "_SUCCESS"
 
 
+SHARDS = "_shards"
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # shards may write the same manifest at the same time
     with open(tmp, "wb") as fh:
         fh.write(data)
         fh.flush()
@@ -61,6 +67,13 @@ def _test_kill_hook() -> None:
     _parts_written += 1
     if os.environ.get("HARDNEG_TEST_KILL_AFTER_PARTS") == str(_parts_written):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def save_table(path: Path, table: pa.Table) -> int:
+    """A part as the executors write it (`hardneg.executor.Save`): atomically, then the test kill hook."""
+    write_parquet(path, table)
+    _test_kill_hook()
+    return table.num_rows
 
 
 def manifest_digest(stage_dir: Path) -> str:
@@ -120,7 +133,8 @@ class StageWriter:
     (Ctrl-C, a kill, a full disk) leaves the finished parts for a rerun to resume from.
     """
 
-    def __init__(self, out: Path, stage: str, config: dict, inputs: list[Path] | None = None, overwrite: bool = False):
+    def __init__(self, out: Path, stage: str, config: dict, inputs: list[Path] | None = None, overwrite: bool = False,
+                 shard: tuple[int, int] = (0, 1)):
         self.out = Path(out)
         self.stage = stage
         self.config = config
@@ -129,12 +143,18 @@ class StageWriter:
         self.started = time.time()
         self.parts: dict[str, int] = {}
         self.resumed = False
+        self.shard = shard
+        self.shard_stats: dict = {}
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def __enter__(self) -> "StageWriter":
         out = self.out
+        sharded = self.shard[1] > 1
         if out.exists() and not out.is_dir():
             raise HardnegError(f"{out}: exists and is not a directory; choose another --out")
+        if sharded and self.overwrite:
+            raise HardnegError(f"{out}: --overwrite with --shard would delete the other shards' parts; empty the "
+                               f"directory once before starting the shards, without --overwrite")
         if out.exists() and self.overwrite:
             if any(out.iterdir()) and not (out / MANIFEST).exists():
                 raise HardnegError(f"{out}: not a hardneg output directory; refusing to delete it, choose another --out")
@@ -149,10 +169,13 @@ class StageWriter:
                     f"rerun with the same options to resume it, or pass --overwrite to start over"
                 )
             self.resumed = True
-            for tmp in out.glob(".*.tmp"):  # a file a killed run was writing; it is written again
-                tmp.unlink()
+            if not sharded:  # a file a killed run was writing is written again (other shards may be writing theirs)
+                for tmp in out.glob(".*.tmp"):
+                    tmp.unlink()
         elif out.exists() and any(p for p in out.iterdir() if not p.name.startswith(".")):
-            raise HardnegError(f"{out}: exists and is not empty; choose another --out or empty it")
+            if not (sharded and (out / MANIFEST).exists()):  # another shard may have just started it
+                raise HardnegError(f"{out}: exists and is not empty; choose another --out or empty it")
+            self.resumed = True
         try:
             out.mkdir(parents=True, exist_ok=True)
             self._write_manifest(status="running")
@@ -161,7 +184,7 @@ class StageWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc_type is not None and issubclass(exc_type, HardnegError) and not self.resumed:
+        if exc_type is not None and issubclass(exc_type, HardnegError) and not self.resumed and self.shard[1] == 1:
             if not (self.out / SUCCESS).exists():
                 shutil.rmtree(self.out, ignore_errors=True)
         return False
@@ -175,16 +198,54 @@ class StageWriter:
         return self.out / name
 
     def write_table(self, name: str, table: pa.Table) -> None:
-        write_parquet(self.out / name, table)
-        self.parts[name] = table.num_rows
-        _test_kill_hook()
+        self.record(name, save_table(self.out / name, table))
+
+    def record(self, name: str, rows: int) -> None:
+        """Note a part written (by this process or by an executor's worker)."""
+        self.parts[name] = rows
+
+    def claim_finish(self, expected: list[str], stats: dict | None = None) -> bool:
+        """Whether this process finishes the stage: always without shards; with shards, only the shard that finds
+        every shard's marker and every `expected` file present, and wins the `_shards/finishing` lock. Each shard
+        leaves its marker (with its `stats`) first; the finishing one sums all markers' stats into `shard_stats`."""
+        i, n = self.shard
+        if n == 1:
+            self.shard_stats = dict(stats or {})
+            return True
+        shards = self.out / SHARDS
+        shards.mkdir(exist_ok=True)
+        atomic_write_bytes(shards / f"shard-{i}-of-{n}.json",
+                           json.dumps({"shard": [i, n], "parts": sorted(self.parts), "stats": stats or {}}).encode())
+        markers = [shards / f"shard-{k}-of-{n}.json" for k in range(n)]
+        if not all(m.exists() for m in markers):
+            return False
+        missing = [name for name in expected if not (self.out / name).exists()]
+        if missing:
+            raise HardnegError(f"{self.out}: all {n} shards reported done but {missing[0]} is missing; rerun the "
+                               f"shard that owns it, or the stage without --shard")
+        try:
+            os.close(os.open(shards / "finishing", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return False  # another shard, finishing at the same moment, writes _SUCCESS
+        self.shard_stats = {}
+        for m in markers:
+            for k, v in json.loads(m.read_text()).get("stats", {}).items():
+                self.shard_stats[k] = self.shard_stats.get(k, 0) + v
+        return True
+
+    def shard_pending(self) -> dict:
+        """What a shard that does not finish the stage returns in place of the manifest."""
+        i, n = self.shard
+        done = len(list((self.out / SHARDS).glob(f"shard-*-of-{n}.json")))
+        return {"stage": self.stage, "status": "shard-done", "shard": [i, n], "shards_done": done,
+                "parts": dict(sorted(self.parts.items()))}
 
     def write_json(self, name: str, obj) -> None:
         atomic_write_bytes(self.out / name, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
     def finish(self, summary: dict | None = None, models: dict | None = None) -> dict:
         for p in part_paths(self.out):
-            if p.name not in self.parts:  # written by an earlier, interrupted run
+            if p.name not in self.parts:  # written by an earlier, interrupted run, or by another shard
                 self.parts[p.name] = pq.ParquetFile(p).metadata.num_rows
         manifest = self._write_manifest(status="finished", summary=summary or {}, models=models or {})
         atomic_write_bytes(self.out / SUCCESS, b"")

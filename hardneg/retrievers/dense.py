@@ -17,8 +17,8 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
+from hardneg.io.stagedir import atomic_write_bytes
 from hardneg.models import load_sentence_transformer
 
 ADD_BATCH = 65536  # vectors converted to float32 and handed to faiss at a time
@@ -61,38 +61,77 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def encode_corpus(texts: list[str], dense_dir: Path, cfg) -> tuple[Path, dict]:
-    """Encode `texts` chunk by chunk into `dense_dir/chunks`, skipping chunks a killed run already wrote, then
-    assemble `dense_dir/embeddings.npy` without holding more than one chunk in memory. Returns (path, params)."""
-    chunk_dir = dense_dir / "chunks"
-    chunk_dir.mkdir(parents=True, exist_ok=True)
+class EncodeWorker:
+    """Encodes one chunk of documents (a unit of `hardneg.executor`); the model is loaded once per process. It
+    records the model's resolved max_seq_length in `<dense dir>/encoder.json` for params.json."""
+
+    def __init__(self, cfg, dense_dir: Path):
+        self.cfg = cfg
+        self.model = load_encoder(cfg)
+        Path(dense_dir).mkdir(parents=True, exist_ok=True)
+        info = json.dumps({"max_seq_length": self.model.max_seq_length}).encode()
+        atomic_write_bytes(Path(dense_dir) / "encoder.json", info)
+
+    def __call__(self, texts: list[str]) -> tuple[np.ndarray, dict]:
+        emb = encode(self.model, texts, self.cfg, self.cfg.doc_prompt, "encoding corpus")
+        return emb.astype(self.cfg.embedding_dtype), {"documents_encoded": len(texts)}
+
+
+def chunk_units(texts: list[str], cfg) -> list[tuple[str, list[str]]]:
+    """The corpus encoding units: (chunk file relative to the index directory, its texts)."""
     size = cfg.encode_chunk_size
-    n_chunks = max(1, math.ceil(len(texts) / size))
-    paths = [chunk_dir / f"emb-{c:05d}.npy" for c in range(n_chunks)]
-    todo = [c for c in range(n_chunks) if not paths[c].exists()]
-    model = load_encoder(cfg) if todo else None
-    for c in tqdm(todo, desc="index: encoding corpus chunks", unit="chunk", disable=len(todo) < 2):
-        emb = encode(model, texts[c * size : (c + 1) * size], cfg, cfg.doc_prompt, "encoding corpus")
-        _save_npy(paths[c], emb.astype(cfg.embedding_dtype))
-    dim = int(np.load(paths[0], mmap_mode="r").shape[1])
+    return [(f"dense/chunks/emb-{c:05d}.npy", texts[c * size : (c + 1) * size])
+            for c in range(max(1, math.ceil(len(texts) / size)))]
+
+
+def save_npy(path: Path, array: np.ndarray) -> int:
+    """An encoded chunk as the executors write it (`hardneg.executor.Save`): atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _save_npy(path, array)
+    return len(array)
+
+
+def encode_units(index_dir: Path, texts: list[str], cfg, execution) -> dict:
+    """Encode the chunks not yet written (nor already assembled into embeddings.npy) with `execution`."""
+    from hardneg.executor import run_units
+
+    index_dir = Path(index_dir)
+    assembled = (index_dir / "dense" / "embeddings.npy").exists()
+    return run_units(chunk_units(texts, cfg), EncodeWorker, {"cfg": cfg, "dense_dir": index_dir / "dense"},
+                     index_dir, save_npy, execution, lambda name: assembled or (index_dir / name).exists(),
+                     "index: encoding corpus chunks")
+
+
+def encode_corpus(texts: list[str], dense_dir: Path, cfg) -> tuple[Path, dict]:
+    """Encode the missing chunks of `texts` in this process (none, after `encode_units`), then assemble
+    `dense_dir/embeddings.npy` without holding more than one chunk in memory. Returns (path, params)."""
+    from hardneg.executor import LOCAL
+
+    dense_dir = Path(dense_dir)
+    encode_units(dense_dir.parent, texts, cfg, LOCAL)
     out = dense_dir / "embeddings.npy"
-    tmp = dense_dir / ".embeddings.npy.tmp"
-    full = np.lib.format.open_memmap(tmp, mode="w+", dtype=cfg.embedding_dtype, shape=(len(texts), dim))
-    for c, path in enumerate(paths):
-        full[c * size : (c + 1) * size] = np.load(path)
-    full.flush()
-    del full
-    os.replace(tmp, out)
-    shutil.rmtree(chunk_dir)
+    if not out.exists():  # else a run killed after assembling it
+        paths = [dense_dir.parent / name for name, _ in chunk_units(texts, cfg)]
+        dim = int(np.load(paths[0], mmap_mode="r").shape[1])
+        tmp = dense_dir / ".embeddings.npy.tmp"
+        full = np.lib.format.open_memmap(tmp, mode="w+", dtype=cfg.embedding_dtype, shape=(len(texts), dim))
+        size = cfg.encode_chunk_size
+        for c, path in enumerate(paths):
+            full[c * size : (c + 1) * size] = np.load(path)
+        full.flush()
+        del full
+        os.replace(tmp, out)
+    shutil.rmtree(dense_dir / "chunks", ignore_errors=True)
+    encoder = dense_dir / "encoder.json"
     params = {
         "model": cfg.model,
         "doc_prompt": cfg.doc_prompt,
         "query_prompt": cfg.query_prompt,
         "normalized": True,
         "dtype": cfg.embedding_dtype,
-        "dim": dim,
+        "dim": int(np.load(out, mmap_mode="r").shape[1]),
         "documents": len(texts),
-        "max_seq_length": cfg.max_seq_length if model is None else model.max_seq_length,
+        "max_seq_length": json.loads(encoder.read_text())["max_seq_length"] if encoder.exists() else cfg.max_seq_length,
         "text_sha256": text_digest(texts),
     }
     return out, params

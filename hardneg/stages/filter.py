@@ -45,6 +45,7 @@ import pyarrow.parquet as pq
 from hardneg import schemas
 from hardneg.config import FilterConfig, asdict
 from hardneg.errors import HardnegError
+from hardneg.executor import LOCAL, Execution
 from hardneg.io import data
 from hardneg.io.stagedir import StageWriter, part_paths, read_part, require_finished
 from hardneg.sampling import select
@@ -233,7 +234,7 @@ def summarize(out: Path, cfg: FilterConfig) -> dict:
 
 
 def run(scored_dir: Path, out: Path, cfg: FilterConfig, overwrite: bool = False, data_dir: Path | None = None,
-        index_dir: Path | None = None, dropped_out: Path | None = None) -> dict:
+        index_dir: Path | None = None, dropped_out: Path | None = None, execution: Execution = LOCAL) -> dict:
     """Filter every part of `scored_dir`. The near-duplicate rule reads document texts from `data_dir` (default:
     the data dir recorded by `score`) and, with `dup_threshold`, embeddings from `index_dir`'s dense index (default:
     the index recorded by `mine`, when it has dense embeddings of the same texts), else from `dup_model`.
@@ -265,14 +266,16 @@ def run(scored_dir: Path, out: Path, cfg: FilterConfig, overwrite: bool = False,
             summary_extra["dup_embeddings"] = embeddings.source
         summary_extra["dup_texts"] = str(data_dir)
     inputs = [scored_dir]
+    parts = part_paths(scored_dir)
     with contextlib.ExitStack() as stack:
-        w = stack.enter_context(StageWriter(out, "filter", asdict(cfg), inputs=inputs, overwrite=overwrite))
+        w = stack.enter_context(StageWriter(out, "filter", asdict(cfg), inputs=inputs, overwrite=overwrite,
+                                            shard=execution.shard))
         side = None
         if dropped_out is not None:
             side = stack.enter_context(StageWriter(dropped_out, "filter-dropped", asdict(cfg), inputs=inputs,
-                                                   overwrite=overwrite))
-        for path in part_paths(scored_dir):
-            if w.has(path.name) and (side is None or side.has(path.name)):
+                                                   overwrite=overwrite, shard=execution.shard))
+        for n, path in enumerate(parts):
+            if not execution.owns(n) or (w.has(path.name) and (side is None or side.has(path.name))):
                 continue
             table = read_part(path, schemas.SCORED)
             mask = near_duplicates(table, norm_text, cfg.dup_threshold, embeddings) if dup else None
@@ -280,6 +283,9 @@ def run(scored_dir: Path, out: Path, cfg: FilterConfig, overwrite: bool = False,
             if side is not None:
                 side.write_table(path.name, filtered.filter(pc.invert(filtered["keep"])))
             w.write_table(path.name, filtered)
+        # a part of `side` is written before its part of `w`, so checking `w`'s parts covers both
+        if not w.claim_finish([p.name for p in parts]):
+            return w.shard_pending()
         summary = {**summarize(w.out, cfg), **summary_extra}
         if side is not None:
             side.finish(summary={"dropped_from": str(out)})

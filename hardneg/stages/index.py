@@ -1,4 +1,8 @@
-"""`index`: build a sparse, dense or hybrid index of the corpus."""
+"""`index`: build a sparse, dense or hybrid index of the corpus.
+
+The corpus encoding (dense, hybrid) runs in chunks through `hardneg.executor` (locally, on Ray, or one shard of the
+chunks); the shard that finishes the stage assembles the embeddings and builds the BM25 and faiss indexes.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +11,27 @@ from pathlib import Path
 import pyarrow as pa
 
 from hardneg.config import IndexConfig, asdict
+from hardneg.executor import LOCAL, Execution
 from hardneg.io import data
 from hardneg.io.stagedir import StageWriter
 from hardneg.registry import RETRIEVERS, lookup
 
 
-def run(data_dir: Path, out: Path, cfg: IndexConfig, overwrite: bool = False) -> dict:
-    tables = data.load(data_dir)
+def run(data_dir: Path, out: Path, cfg: IndexConfig, overwrite: bool = False, execution: Execution = LOCAL) -> dict:
+    corpus = data.load(data_dir, ("corpus",))["corpus"]
     cls = lookup(RETRIEVERS, cfg.retriever, "retriever")
-    corpus = tables["corpus"]
-    with StageWriter(out, "index", asdict(cfg), inputs=[data_dir], overwrite=overwrite) as w:
-        info = cls.build(data.document_texts(corpus), w.out, cfg) or {}
+    with StageWriter(out, "index", asdict(cfg), inputs=[data_dir], overwrite=overwrite, shard=execution.shard) as w:
+        texts = data.document_texts(corpus)
+        expected = []
+        if cfg.retriever in ("dense", "hybrid"):
+            from hardneg.retrievers import dense
+
+            dense.encode_units(w.out, texts, cfg, execution)
+            if not (w.out / "dense" / "embeddings.npy").exists():
+                expected = [name for name, _ in dense.chunk_units(texts, cfg)]
+        if not w.claim_finish(expected):
+            return w.shard_pending()
+        info = cls.build(texts, w.out, cfg) or {}
         w.write_table("doc_ids.parquet", pa.table({"doc_id": corpus["doc_id"]}))
         models = {"embedding": cfg.model} if cfg.retriever in ("dense", "hybrid") else {}
         return w.finish(summary={"documents": corpus.num_rows, "retriever": cfg.retriever, **info}, models=models)

@@ -20,13 +20,13 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from tqdm.auto import tqdm
 
 from hardneg import sampling, schemas
 from hardneg.config import IndexConfig, MineConfig, asdict
 from hardneg.errors import HardnegError
+from hardneg.executor import LOCAL, Execution, run_units
 from hardneg.io import data
-from hardneg.io.stagedir import StageWriter, manifest_digest, part_paths, require_finished
+from hardneg.io.stagedir import StageWriter, manifest_digest, part_paths, require_finished, save_table
 from hardneg.registry import RETRIEVERS, lookup
 
 
@@ -112,9 +112,36 @@ def select_candidates(table: pa.Table, cfg: MineConfig) -> pa.Table:
     return table.filter(pa.array(keep.fill_null(False).to_arrow()))
 
 
-def run(index_dir: Path, data_dir: Path, out: Path, cfg: MineConfig, overwrite: bool = False) -> dict:
+class MineWorker:
+    """Retrieves and selects one query batch (a unit of `hardneg.executor`): built once per process from paths."""
+
+    def __init__(self, index_dir: Path, data_dir: Path, cfg: MineConfig, index_cfg: IndexConfig):
+        tables = data.load(data_dir)
+        self.cfg, self.index_cfg = cfg, index_cfg
+        self.positives = positives_by_query(tables["qrels"], cfg.min_relevance)
+        queries = tables["queries"]
+        self.qtext = dict(zip(queries["query_id"].to_pylist(), queries["text"].to_pylist()))
+        self.doc_ids = pq.read_table(Path(index_dir) / "doc_ids.parquet")["doc_id"].combine_chunks()
+        self.corpus = tables["corpus"]
+        pos_ids = sorted({d for docs in self.positives.values() for d in docs})
+        self.pos_row = dict(zip(pos_ids, pc.index_in(pa.array(pos_ids, pa.string()),
+                                                     value_set=self.doc_ids).to_pylist()))
+        self.retriever = lookup(RETRIEVERS, index_cfg.retriever, "retriever")(index_dir, index_cfg)
+        if hasattr(self.retriever, "fuse_with"):
+            self.retriever.fuse_with(cfg)
+
+    def __call__(self, batch: list[str]) -> tuple[pa.Table, dict]:
+        texts = [self.qtext[q] for q in batch]
+        idx, scores, sources = self.retriever.search(texts, self.cfg.range_max or self.cfg.top_k)
+        table = batch_rows(self.retriever, batch, texts, idx, scores, sources, self.doc_ids, self.corpus,
+                           self.positives, self.pos_row, self.index_cfg.retriever)
+        return select_candidates(table, self.cfg), {}
+
+
+def run(index_dir: Path, data_dir: Path, out: Path, cfg: MineConfig, overwrite: bool = False,
+        execution: Execution = LOCAL) -> dict:
     index_manifest = require_finished(index_dir, "index")
-    tables = data.load(data_dir)
+    tables = data.load(data_dir, ("queries", "qrels"))  # the workers load the corpus
     if index_manifest["inputs"][0]["manifest_sha256"] != manifest_digest(data_dir):
         raise HardnegError(
             f"{index_dir}: was built from {index_manifest['inputs'][0]['path']}, not from {data_dir}; "
@@ -124,34 +151,23 @@ def run(index_dir: Path, data_dir: Path, out: Path, cfg: MineConfig, overwrite: 
     if cfg.device:
         index_cfg.device = cfg.device
     positives = positives_by_query(tables["qrels"], cfg.min_relevance)
-    queries = tables["queries"]
-    qids_all = queries["query_id"].to_pylist()
-    qtext = dict(zip(qids_all, queries["text"].to_pylist()))
-    qids = [q for q in qids_all if q in positives]
-    doc_ids = pq.read_table(Path(index_dir) / "doc_ids.parquet")["doc_id"].combine_chunks()
-    corpus = tables["corpus"]
+    qids_all = tables["queries"]["query_id"].to_pylist()
     del tables
-    pos_ids = sorted({d for q in qids for d in positives[q]})
-    pos_row = dict(zip(pos_ids, pc.index_in(pa.array(pos_ids, pa.string()), value_set=doc_ids).to_pylist()))
+    qids = [q for q in qids_all if q in positives]
     depth = cfg.range_max or cfg.top_k
-    batches = [qids[i : i + cfg.query_batch_size] for i in range(0, len(qids), cfg.query_batch_size)]
+    units = [(f"part-{n:05d}.parquet", qids[i : i + cfg.query_batch_size])
+             for n, i in enumerate(range(0, len(qids), cfg.query_batch_size))]
 
-    with StageWriter(out, "mine", asdict(cfg), inputs=[index_dir, data_dir], overwrite=overwrite) as w:
-        todo = [(n, b) for n, b in enumerate(batches) if not w.has(f"part-{n:05d}.parquet")]
-        if todo:
-            retriever = lookup(RETRIEVERS, index_cfg.retriever, "retriever")(index_dir, index_cfg)
-            if hasattr(retriever, "fuse_with"):
-                retriever.fuse_with(cfg)
-            for n, batch in tqdm(todo, desc="mine: query batches", unit="batch", disable=len(todo) < 2):
-                texts = [qtext[q] for q in batch]
-                idx, scores, sources = retriever.search(texts, depth)
-                table = batch_rows(retriever, batch, texts, idx, scores, sources, doc_ids, corpus, positives,
-                                   pos_row, index_cfg.retriever)
-                w.write_table(f"part-{n:05d}.parquet", select_candidates(table, cfg))
+    with StageWriter(out, "mine", asdict(cfg), inputs=[index_dir, data_dir], overwrite=overwrite,
+                     shard=execution.shard) as w:
+        spec = {"index_dir": Path(index_dir), "data_dir": Path(data_dir), "cfg": cfg, "index_cfg": index_cfg}
+        run_units(units, MineWorker, spec, w.out, save_table, execution, w.has, "mine: query batches", w.record)
+        if not w.claim_finish([name for name, _ in units]):
+            return w.shard_pending()
         n_pos = sum(len(positives[q]) for q in qids)
         counts = pl.from_arrow(pa.concat_tables(
             pq.read_table(p, columns=["rank", "is_positive", "same_text_as_positive"]) for p in part_paths(w.out)
-        )) if batches else pl.DataFrame({"rank": [], "is_positive": [], "same_text_as_positive": []})
+        )) if units else pl.DataFrame({"rank": [], "is_positive": [], "same_text_as_positive": []})
         summary = {
             "queries": len(qids),
             "queries_without_positive_skipped": len(qids_all) - len(qids),

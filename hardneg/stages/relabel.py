@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from hardneg import schemas
 from hardneg.config import RelabelConfig, asdict
+from hardneg.executor import LOCAL, Execution
 from hardneg.io.stagedir import StageWriter, part_paths, read_part, require_finished
 from hardneg.stages.filter import positive_reference
 
@@ -56,12 +57,17 @@ def relabel_table(filtered: pa.Table, cfg: RelabelConfig) -> pa.Table:
     return schemas.conform(df.to_arrow(), schemas.RELABELED, "relabeled")
 
 
-def run(filtered_dir: Path, out: Path, cfg: RelabelConfig, overwrite: bool = False) -> dict:
+def run(filtered_dir: Path, out: Path, cfg: RelabelConfig, overwrite: bool = False,
+        execution: Execution = LOCAL) -> dict:
     require_finished(filtered_dir, "filter")
-    with StageWriter(out, "relabel", asdict(cfg), inputs=[filtered_dir], overwrite=overwrite) as w:
-        for path in part_paths(filtered_dir):
-            if not w.has(path.name):
+    parts = part_paths(filtered_dir)
+    with StageWriter(out, "relabel", asdict(cfg), inputs=[filtered_dir], overwrite=overwrite,
+                     shard=execution.shard) as w:
+        for n, path in enumerate(parts):
+            if execution.owns(n) and not w.has(path.name):
                 w.write_table(path.name, relabel_table(read_part(path, schemas.FILTERED), cfg))
+        if not w.claim_finish([p.name for p in parts]):
+            return w.shard_pending()
         labels = pl.concat([pl.read_parquet(p, columns=["label", "label_source"]) for p in part_paths(w.out)])
         counts = labels.group_by("label", "label_source").len().sort("label", "label_source")
         return w.finish(summary={"policy": "drop" if not cfg.promote else cfg.policy,

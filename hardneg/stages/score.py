@@ -14,12 +14,12 @@ from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
-from tqdm.auto import tqdm
 
 from hardneg import schemas
 from hardneg.config import ScoreConfig, asdict
 from hardneg.io import data
-from hardneg.io.stagedir import StageWriter, part_paths, read_part, require_finished, write_parquet
+from hardneg.executor import LOCAL, Execution, run_units
+from hardneg.io.stagedir import StageWriter, part_paths, read_part, require_finished, save_table, write_parquet
 from hardneg.registry import TEACHERS, lookup
 from hardneg.teachers import load_teacher
 
@@ -45,9 +45,12 @@ def teacher_identity(cfg: ScoreConfig) -> dict:
 class ScoreCache:
     """Scores of one teacher: `DIR/<identity hash>/part-*.parquet` (one part per write) + `teacher.json`."""
 
+    @staticmethod
+    def path(root: Path, identity: dict) -> Path:
+        return Path(root) / hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
     def __init__(self, root: Path, identity: dict):
-        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-        self.dir = Path(root) / digest
+        self.dir = self.path(root, identity)
         self.identity = identity
         parts = [pl.read_parquet(p) for p in sorted(self.dir.glob("part-*.parquet"))]
         empty = pl.from_arrow(CACHE_SCHEMA.empty_table())
@@ -126,26 +129,48 @@ def default_cache(out: Path) -> Path:
     return Path(out).absolute().parent / ".hardneg-cache" / "scores"
 
 
-def run(mined_dir: Path, data_dir: Path, out: Path, cfg: ScoreConfig, overwrite: bool = False,
-        cache: Path | None = None, use_cache: bool = True) -> dict:
-    """Score every part of `mined_dir`; `cache` defaults to `<out's parent>/.hardneg-cache/scores`."""
-    require_finished(mined_dir, "mine")
-    tables = data.load(data_dir)
-    parts = part_paths(mined_dir)
-    cache_dir = Path(cache) if cache else default_cache(out)
-    with StageWriter(out, "score", asdict(cfg), inputs=[mined_dir, data_dir], overwrite=overwrite) as w:
-        todo = [p for p in parts if not w.has(p.name)]
+class ScoreWorker:
+    """Scores one mined part (a unit of `hardneg.executor`): texts, cache and teacher are loaded once per process."""
+
+    def __init__(self, data_dir: Path, cfg: ScoreConfig, cache_dir: Path | None):
+        tables = data.load(data_dir, ("corpus", "queries"))
         q, c = tables["queries"], tables["corpus"]
         query_text = dict(zip(q["query_id"].to_pylist(), q["text"].to_pylist()))
         doc_text = dict(zip(c["doc_id"].to_pylist(), data.document_texts(c)))
-        scorer = PairScorer(cfg, query_text, doc_text,
-                            ScoreCache(cache_dir, teacher_identity(cfg)) if use_cache and todo else None)
-        for path in tqdm(todo, desc="score: parts", unit="part", disable=len(todo) < 2):
-            w.write_table(path.name, scorer.score(read_part(path, schemas.MINED)))
+        cache = ScoreCache(cache_dir, teacher_identity(cfg)) if cache_dir is not None else None
+        self.scorer = PairScorer(cfg, query_text, doc_text, cache)
+
+    def __call__(self, part: Path) -> tuple[pa.Table, dict]:
+        before = dict(self.scorer.counts)
+        table = self.scorer.score(read_part(part, schemas.MINED))
+        return table, {k: v - before[k] for k, v in self.scorer.counts.items() if k.endswith("_pairs")}
+
+
+def run(mined_dir: Path, data_dir: Path, out: Path, cfg: ScoreConfig, overwrite: bool = False,
+        cache: Path | None = None, use_cache: bool = True, execution: Execution = LOCAL) -> dict:
+    """Score every part of `mined_dir`; `cache` defaults to `<out's parent>/.hardneg-cache/scores`."""
+    require_finished(mined_dir, "mine")
+    data.load(data_dir, ())  # a finished import directory, checked before anything is written
+    units = [(p.name, p.absolute()) for p in part_paths(mined_dir)]
+    cache_dir = (Path(cache) if cache else default_cache(out)).absolute() if use_cache else None
+    with StageWriter(out, "score", asdict(cfg), inputs=[mined_dir, data_dir], overwrite=overwrite,
+                     shard=execution.shard) as w:
+        spec = {"data_dir": Path(data_dir).absolute(), "cfg": cfg, "cache_dir": cache_dir}
+        stats = run_units(units, ScoreWorker, spec, w.out, save_table, execution, w.has, "score: parts", w.record)
+        if not w.claim_finish([name for name, _ in units], stats):
+            return w.shard_pending()
+        counts = pl.concat([pl.read_parquet(p, columns=["query_id", "doc_id"]).select(
+            pl.len().alias("rows"), pl.struct("query_id", "doc_id").n_unique().alias("distinct_pairs"))
+            for p in part_paths(w.out)]).sum() if units else None
         activation = lookup(TEACHERS, cfg.teacher_kind, "teacher kind").activation
         return w.finish(
             summary={"teacher": cfg.model, "teacher_kind": cfg.teacher_kind, "activation": activation,
-                     "dtype": cfg.dtype, **scorer.counts,
-                     "cache": str(scorer.cache.dir) if scorer.cache is not None else None},
+                     "dtype": cfg.dtype,
+                     "rows": int(counts["rows"][0]) if units else 0,
+                     "distinct_pairs": int(counts["distinct_pairs"][0]) if units else 0,
+                     # of the pairs scored by this run (a resumed run does not count the parts it found)
+                     "cached_pairs": w.shard_stats.get("cached_pairs", 0),
+                     "scored_pairs": w.shard_stats.get("scored_pairs", 0),
+                     "cache": str(ScoreCache.path(cache_dir, teacher_identity(cfg))) if cache_dir else None},
             models={"teacher": cfg.model},
         )

@@ -4,6 +4,10 @@ Each step is its own `hardneg` process; its peak RSS is that process's own ru_ma
 mask each other. Corpora come from bench/gen_corpus.py (generated into --work when missing, not timed).
 
     python bench/scale.py --sizes 100000 1000000 --queries 2000 --work /tmp/hnbench
+    python bench/scale.py --sizes 100000 --queries 1000 4000 16000 --work /tmp/hnbench   # memory vs queries
+
+With several --queries, each (size, queries) pair gets its own generated collection (same generator and seed, so
+the same length and vocabulary distributions; the documents differ with the number of queries drawn first).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ def label(n: int) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
-    ap.add_argument("--queries", type=int, default=2000)
+    ap.add_argument("--queries", type=int, nargs="+", default=[2000])
     ap.add_argument("--top-k", type=int, default=100)
     ap.add_argument("--work", type=Path, required=True, help="where corpora and runs go (needs ~3 GB for 1M)")
     ap.add_argument("--hardneg", default=str(Path(sys.executable).with_name("hardneg")))
@@ -37,13 +41,14 @@ def main() -> None:
     args = ap.parse_args()
 
     rows = []
-    for n in args.sizes:
-        src = args.work / f"synth-{label(n)}"
+    for n, q in [(n, q) for n in args.sizes for q in args.queries]:
+        tag = label(n) if q == 2000 else f"{label(n)}-{q}q"
+        src = args.work / f"synth-{tag}"
         if not (src / "corpus.jsonl").exists():
             subprocess.run([sys.executable, str(HERE / "gen_corpus.py"), "--docs", str(n), "--queries",
-                            str(args.queries), "--out", str(src)], check=True)
-        run = args.work / f"run-{label(n)}"
-        log = args.work / f"scale-{label(n)}.log"
+                            str(q), "--out", str(src)], check=True)
+        run = args.work / f"run-{tag}"
+        log = args.work / f"scale-{tag}.log"
         hn = [args.hardneg]
         steps = {
             "import": hn + ["import", str(src), "--out", str(run / "data"), "--overwrite"],
@@ -52,10 +57,10 @@ def main() -> None:
             "mine": hn + ["mine", str(run / "index"), "--data", str(run / "data"), "--out", str(run / "mined"),
                           "--top-k", str(args.top_k), "--overwrite"],
         }
-        row = {"documents": n, "queries": args.queries, "top_k": args.top_k}
+        row = {"documents": n, "queries": q, "top_k": args.top_k}
         for name, cmd in steps.items():
             row[name] = timed(cmd, log)
-            print(f"{label(n)} {name}: {row[name]}", flush=True)
+            print(f"{label(n)}, {q} queries, {name}: {row[name]}", flush=True)
         rows.append(row)
 
     print(f"\n| documents | queries | import s (CPU s) | import peak RSS | index s (CPU s) | index peak RSS | "

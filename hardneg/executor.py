@@ -156,7 +156,7 @@ def ray_init():
     except ImportError:
         raise HardnegError("--executor ray needs Ray: pip install 'hardneg[ray]'") from None
     if not ray.is_initialized():
-        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")  # the C++ core's warnings, e.g. on actor restarts
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # the C++ core logs; failures still raise
         try:
             ray.init(address=os.environ.get("RAY_ADDRESS") or None, include_dashboard=False, log_to_driver=False,
                      logging_level="ERROR", configure_logging=True)

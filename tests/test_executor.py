@@ -132,3 +132,22 @@ def test_ray_missing_is_one_line(local, data_dir, tmp_path, monkeypatch):
     result = invoke("mine", local["index"], "--data", data_dir, "--out", tmp_path / "m", "--executor", "ray", ok=False)
     assert result.exit_code == 2 and "pip install 'hardneg[ray]'" in result.output, result.output
     assert not (tmp_path / "m").exists()
+
+
+def test_concurrent_shards_finish_the_stage_exactly_once(local, tmp_path):
+    """Three shard processes started at the same moment (a job array): the directory ends finished once, with the
+    local run's files, and exactly one process reports writing it."""
+    import os
+    import subprocess
+
+    out = tmp_path / "relabeled"
+    env = {**os.environ, "HARDNEG_DEBUG": "0"}
+    procs = [subprocess.Popen([sys.executable, "-m", "hardneg", "relabel", str(local["filtered"]), "--out", str(out),
+                               "--shard", f"{i}/3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=env) for i in range(3)]
+    results = [p.communicate(timeout=300) + (p.returncode,) for p in procs]
+    assert all(code == 0 for _, _, code in results), results
+    finished = [o for o, _, _ in results if o.startswith(f"wrote {out} (relabel")]
+    assert len(finished) == 1, results
+    assert digests(out) == digests(local["relabeled"])
+    assert summary(out) == summary(local["relabeled"])

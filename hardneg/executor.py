@@ -79,7 +79,8 @@ def run_units(units: list[Unit], worker: type, spec: dict, out: Path, save: Save
     """Compute this shard's units whose file `done(name)` does not report written; return the summed statistics.
 
     `worker(**spec)` builds a worker; `worker(payload)` returns `(result, stats)`, `save(out / name, result)` writes it.
-    `record(name, rows)` is told of every file written (the stage's part list)."""
+    `record(name, rows)` is told of every file written (the stage's part list). Paths in `spec` and payloads must be
+    absolute: Ray actors may run in another directory, or on another node that mounts the same filesystem."""
     todo = [(name, payload) for n, (name, payload) in enumerate(units) if execution.owns(n) and not done(name)]
     if not todo:
         return {}
@@ -198,9 +199,9 @@ def _run_ray(todo: list[Unit], worker: type, spec: dict, out: Path, save: Save, 
     actors, cpus, gpus = _pool(ray, execution, spec, len(todo))
     items = [{"name": name, "payload": _box(payload)} for name, payload in todo]
     ds = ray.data.from_items(items, override_num_blocks=len(items))
-    ds = ds.map_batches(_RayUnits, fn_constructor_kwargs={"worker": worker, "spec": spec, "out": str(Path(out).absolute()),
-                                                         "save": save},
-                        batch_size=1, concurrency=actors, num_cpus=cpus, num_gpus=gpus)
+    actor_args = {"worker": worker, "spec": spec, "out": str(Path(out).absolute()), "save": save}
+    ds = ds.map_batches(_RayUnits, fn_constructor_kwargs=actor_args, batch_size=1, concurrency=actors, num_cpus=cpus,
+                        num_gpus=gpus)
     stats: dict = {}
     with tqdm(total=len(todo), desc=f"{desc} (ray, {actors} actors)", unit="unit", disable=len(todo) < 2) as bar:
         for row in ds.iter_rows():

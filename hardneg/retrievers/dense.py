@@ -95,7 +95,7 @@ def encode_units(index_dir: Path, texts: list[str], cfg, execution) -> dict:
     """Encode the chunks not yet written (nor already assembled into embeddings.npy) with `execution`."""
     from hardneg.executor import run_units
 
-    index_dir = Path(index_dir)
+    index_dir = Path(index_dir).absolute()
     assembled = (index_dir / "dense" / "embeddings.npy").exists()
     return run_units(chunk_units(texts, cfg), EncodeWorker, {"cfg": cfg, "dense_dir": index_dir / "dense"},
                      index_dir, save_npy, execution, lambda name: assembled or (index_dir / name).exists(),

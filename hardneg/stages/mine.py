@@ -160,7 +160,8 @@ def run(index_dir: Path, data_dir: Path, out: Path, cfg: MineConfig, overwrite: 
 
     with StageWriter(out, "mine", asdict(cfg), inputs=[index_dir, data_dir], overwrite=overwrite,
                      shard=execution.shard) as w:
-        spec = {"index_dir": Path(index_dir), "data_dir": Path(data_dir), "cfg": cfg, "index_cfg": index_cfg}
+        spec = {"index_dir": Path(index_dir).absolute(), "data_dir": Path(data_dir).absolute(), "cfg": cfg,
+                "index_cfg": index_cfg}
         run_units(units, MineWorker, spec, w.out, save_table, execution, w.has, "mine: query batches", w.record)
         if not w.claim_finish([name for name, _ in units]):
             return w.shard_pending()

@@ -25,6 +25,7 @@ FAISS_INDEXES = ("flat", "ivf", "hnsw")
 EMBEDDING_DTYPES = ("float32", "float16")
 FUSIONS = ("rrf", "weighted")
 DTYPES = ("auto", "float32", "float16", "bfloat16")  # float16/bfloat16: CUDA only
+BACKENDS = ("torch", "onnx", "onnx-int8")  # encoder runtime; onnx*: CPU, `pip install 'hardneg[onnx]'`
 SHORT_POLICIES = ("keep", "drop", "pad")  # queries left with fewer than negatives_per_query negatives
 RELABEL_POLICIES = ("relabel", "drop", "keep-flagged")
 EXECUTORS = ("local", "ray")  # hardneg.executor
@@ -46,6 +47,7 @@ class EncoderConfig:
     query_prompt: str = ""
     doc_prompt: str = ""
     allow_download: bool = False
+    backend: str = "torch"  # torch | onnx (float32, same embeddings to ~1e-6) | onnx-int8 (approximate); onnx*: CPU
 
 
 @dataclass
@@ -150,6 +152,7 @@ CHOICES = {
     "dtype": DTYPES,
     "short_policy": SHORT_POLICIES,
     "policy": RELABEL_POLICIES,
+    "backend": BACKENDS,
 }
 
 
@@ -189,6 +192,17 @@ def validate(cfg, source: str = "options"):
             raise HardnegError(f"{source}: range_max, sample, sparse_depth and dense_depth must be >= 0 (0 = default)")
         if not 0.0 <= cfg.dense_weight <= 1.0:
             raise HardnegError(f"{source}: dense_weight must be between 0 and 1; got {cfg.dense_weight}")
+    if isinstance(cfg, EncoderConfig) and cfg.backend != "torch":
+        if isinstance(cfg, ScoreConfig) and cfg.teacher_kind != "bi-encoder":
+            raise HardnegError(f"{source}: backend {cfg.backend} is for bi-encoders; a {cfg.teacher_kind} teacher "
+                               f"runs on torch: set backend = torch (--backend torch)")
+        if cfg.device not in (None, "cpu"):
+            raise HardnegError(f"{source}: backend {cfg.backend} runs on CPU, not on device {cfg.device}: use "
+                               f"backend torch (--backend torch) on {cfg.device}, or device cpu")
+        if not isinstance(cfg, IndexConfig) or cfg.retriever in ("dense", "hybrid"):
+            from hardneg.onnx_backend import require
+
+            require(cfg.backend)
     for name in ("top_k", "batch_size", "query_batch_size", "encode_chunk_size", "ivf_nprobe", "hnsw_m"):
         if hasattr(cfg, name) and getattr(cfg, name) < 1:
             raise HardnegError(f"{source}: {name} must be at least 1")

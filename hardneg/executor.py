@@ -177,10 +177,11 @@ def ray_init():
 def _pool(ray, execution: Execution, spec: dict, n_units: int) -> tuple[int, float, float]:
     """(actors, cpus, gpus per actor) for this cluster."""
     resources = ray.cluster_resources()
-    device = str((spec.get("cfg") and getattr(spec["cfg"], "device", None)) or "")
+    cfg = spec.get("cfg")
+    cpu_only = str(getattr(cfg, "device", None) or "").startswith("cpu") or getattr(cfg, "backend", "torch") != "torch"
     gpus = execution.ray_gpus_per_actor
     if gpus is None:
-        gpus = 1.0 if resources.get("GPU", 0) >= 1 and not device.startswith("cpu") else 0.0
+        gpus = 1.0 if resources.get("GPU", 0) >= 1 and not cpu_only else 0.0
     cpus = execution.ray_cpus_per_actor
     if execution.ray_actors:
         actors = execution.ray_actors

@@ -175,7 +175,19 @@ def set_dtype(module, device, dtype: str | None, name: str) -> None:
 
 
 def load_sentence_transformer(name: str, device: str | None, max_seq_length: int | None, allow_download: bool,
-                              dtype: str | None = None):
+                              dtype: str | None = None, backend: str = "torch"):
+    """A SentenceTransformer for `name`; `backend` onnx / onnx-int8 runs its transformer with onnxruntime on CPU
+    (exported once into the model cache, see hardneg.onnx_backend)."""
+    if backend != "torch":
+        from hardneg import onnx_backend
+
+        onnx_backend.require(backend)
+        if device not in (None, "cpu"):
+            raise HardnegError(f"--backend {backend} runs on CPU (got --device {device}); use --backend torch on "
+                               f"{device}")
+        if dtype not in (None, "auto", "float32"):
+            raise HardnegError(f"--backend {backend} runs in float32 (got --dtype {dtype}); drop --dtype")
+        device = "cpu"
     target = resolve(name, allow_download)
     from sentence_transformers import SentenceTransformer
 
@@ -186,6 +198,8 @@ def load_sentence_transformer(name: str, device: str | None, max_seq_length: int
     if max_seq_length:
         model.max_seq_length = max_seq_length
     set_dtype(model, model.device, dtype, name)
+    if backend != "torch":
+        onnx_backend.attach(model, backend, name)
     return model
 
 

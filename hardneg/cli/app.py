@@ -81,6 +81,9 @@ DOC_PROMPT = typer.Option("", "--doc-prompt", help="Prefix for documents, e.g. '
 ALLOW_DOWNLOAD = typer.Option(
     False, "--allow-download", help="Let a model missing locally download from the Hugging Face hub."
 )
+BACKEND_HELP = ("Encoder runtime: torch, or onnxruntime on CPU: onnx (float32, same embeddings to ~1e-6) or "
+                "onnx-int8 (int8 matrix products: faster, approximate); onnx* need `pip install 'hardneg[onnx]'` "
+                "and export the model once into the model cache.")
 # sampling options shared by `mine` (inside the rank window) and `filter` (among the survivors)
 SEED = typer.Option(0, "--seed", help="Seed of random and simans sampling.")
 SIMANS_A = typer.Option(0.5, "--simans-a", help="SimANS weight exp(-a * (s - p - b)^2): a.")

@@ -2,9 +2,9 @@ from pathlib import Path
 
 import typer
 
-from hardneg.cli.app import (ALLOW_DOWNLOAD, BATCH_SIZE, DEVICE, DOC_PROMPT, EXECUTOR, OVERWRITE, QUERY_PROMPT, RAY_ACTORS,
-                             RAY_GPUS, SHARD, choice, command, done, execution)
-from hardneg.config import DEFAULT_MODEL, EMBEDDING_DTYPES, EXECUTORS, FAISS_INDEXES, RETRIEVERS
+from hardneg.cli.app import (ALLOW_DOWNLOAD, BACKEND_HELP, BATCH_SIZE, DEVICE, DOC_PROMPT, EXECUTOR, OVERWRITE,
+                             QUERY_PROMPT, RAY_ACTORS, RAY_GPUS, SHARD, choice, command, done, execution)
+from hardneg.config import BACKENDS, DEFAULT_MODEL, EMBEDDING_DTYPES, EXECUTORS, FAISS_INDEXES, RETRIEVERS
 
 
 @command("index", "Build a BM25, dense or hybrid index of the corpus.")
@@ -16,6 +16,7 @@ def index_cmd(
     batch_size: int = BATCH_SIZE,
     max_seq_length: int = typer.Option(None, "--max-seq-length", help="Truncate texts to this many tokens."),
     device: str = DEVICE,
+    backend: choice("Backend", BACKENDS) = typer.Option("torch", "--backend", help=BACKEND_HELP),
     query_prompt: str = QUERY_PROMPT,
     doc_prompt: str = DOC_PROMPT,
     allow_download: bool = ALLOW_DOWNLOAD,
@@ -42,7 +43,7 @@ def index_cmd(
                       query_prompt=query_prompt, doc_prompt=doc_prompt, allow_download=allow_download,
                       faiss=faiss.value, ivf_nlist=ivf_nlist, ivf_nprobe=ivf_nprobe, hnsw_m=hnsw_m,
                       hnsw_ef_search=hnsw_ef_search, embedding_dtype=embedding_dtype.value,
-                      encode_chunk_size=encode_chunk_size)
+                      encode_chunk_size=encode_chunk_size, backend=backend.value)
     if batch_size:
         cfg.batch_size = batch_size
     done(index.run(data, out, validate(cfg), overwrite, execution(shard, executor, ray_actors, ray_gpus_per_actor)), out)

@@ -2,9 +2,9 @@ from pathlib import Path
 
 import typer
 
-from hardneg.cli.app import (ALLOW_DOWNLOAD, BATCH_SIZE, DEVICE, DOC_PROMPT, EXECUTOR, OVERWRITE, QUERY_PROMPT, RAY_ACTORS,
-                             RAY_GPUS, SHARD, choice, command, done, execution)
-from hardneg.config import DEFAULT_MODEL, DTYPES, EXECUTORS, TEACHER_KINDS
+from hardneg.cli.app import (ALLOW_DOWNLOAD, BACKEND_HELP, BATCH_SIZE, DEVICE, DOC_PROMPT, EXECUTOR, OVERWRITE,
+                             QUERY_PROMPT, RAY_ACTORS, RAY_GPUS, SHARD, choice, command, done, execution)
+from hardneg.config import BACKENDS, DEFAULT_MODEL, DTYPES, EXECUTORS, TEACHER_KINDS
 
 
 @command("score", "Score every (query, positive) and (query, candidate) pair with a teacher model.")
@@ -23,6 +23,8 @@ def score_cmd(
     dtype: choice("Dtype", DTYPES) = typer.Option(
         "auto", "--dtype", help="Model precision: float16/bfloat16 need CUDA (auto = float32)."
     ),
+    backend: choice("ScoreBackend", BACKENDS) = typer.Option(
+        "torch", "--backend", help="Bi-encoder teacher: " + BACKEND_HELP),
     query_prompt: str = QUERY_PROMPT,
     doc_prompt: str = DOC_PROMPT,
     cache: Path = typer.Option(None, "--cache", help="Score cache directory (default: OUT/../.hardneg-cache/scores)."),
@@ -39,7 +41,7 @@ def score_cmd(
 
     cfg = ScoreConfig(model=teacher, teacher_kind=teacher_kind.value, max_length=max_length,
                       max_seq_length=max_seq_length, device=device, query_prompt=query_prompt, doc_prompt=doc_prompt,
-                      allow_download=allow_download, dtype=dtype.value)
+                      allow_download=allow_download, dtype=dtype.value, backend=backend.value)
     if batch_size:
         cfg.batch_size = batch_size
     manifest = score.run(mined, data, out, validate(cfg), overwrite, cache=cache, use_cache=not no_cache,

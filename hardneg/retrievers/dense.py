@@ -2,9 +2,10 @@
 
 The corpus is encoded once, in chunks written atomically to `dense/chunks/emb-NNNNN.npy` (a killed `index` resumes
 at the first missing chunk), then assembled into `dense/embeddings.npy` (float32 or float16, read memory-mapped)
-with `dense/params.json` naming the model, prompt, normalization, max_seq_length, dtype and the sha256 of the texts
-and ids. `mine` only encodes queries. `flat` search is exact and built from the cache at load time; `ivf` and `hnsw`
-are built once at index time and saved as `dense/faiss.index`.
+with `dense/params.json` naming the model, encoder backend (torch, onnx, onnx-int8), prompt, normalization,
+max_seq_length, dtype and the sha256 of the texts and ids. `mine` only encodes queries, with the index's backend.
+`flat` search is exact and built from the cache at load time; `ivf` and `hnsw` are built once at index time and
+saved as `dense/faiss.index`.
 """
 
 from __future__ import annotations
@@ -45,9 +46,10 @@ def encode(model, texts: list[str], cfg, prompt: str, desc: str) -> np.ndarray:
 
 
 def load_encoder(cfg):
-    """The sentence-transformers model of `cfg`, in half precision on CUDA."""
-    model = load_sentence_transformer(cfg.model, cfg.device, cfg.max_seq_length, cfg.allow_download)
-    if model.device.type == "cuda":
+    """The sentence-transformers model of `cfg` on its backend (torch, in half precision on CUDA; or onnxruntime)."""
+    backend = getattr(cfg, "backend", "torch")
+    model = load_sentence_transformer(cfg.model, cfg.device, cfg.max_seq_length, cfg.allow_download, backend=backend)
+    if backend == "torch" and model.device.type == "cuda":
         model.half()
     return model
 
@@ -125,6 +127,7 @@ def encode_corpus(texts: list[str], dense_dir: Path, cfg) -> tuple[Path, dict]:
     encoder = dense_dir / "encoder.json"
     params = {
         "model": cfg.model,
+        "backend": cfg.backend,
         "doc_prompt": cfg.doc_prompt,
         "query_prompt": cfg.query_prompt,
         "normalized": True,

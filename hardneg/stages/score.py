@@ -39,7 +39,9 @@ def teacher_identity(cfg: ScoreConfig) -> dict:
         model = str(Path(model).expanduser().resolve())
     return {"teacher_kind": cfg.teacher_kind, "model": model, "query_prompt": cfg.query_prompt,
             "doc_prompt": cfg.doc_prompt, "max_length": cfg.max_length, "max_seq_length": cfg.max_seq_length,
-            "dtype": "float32" if cfg.dtype == "auto" else cfg.dtype}
+            "dtype": "float32" if cfg.dtype == "auto" else cfg.dtype,
+            # only when not torch, so that score caches written before backends existed stay valid
+            **({"backend": cfg.backend} if cfg.backend != "torch" else {})}
 
 
 class ScoreCache:

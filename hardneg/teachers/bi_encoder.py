@@ -1,6 +1,7 @@
 """Bi-encoder teacher: cosine similarity of normalized sentence-transformers embeddings.
 
-Each distinct text is encoded once per call, however many pairs it appears in.
+Each distinct text is encoded once per call, however many pairs it appears in. `backend` torch, onnx or onnx-int8
+(`--backend`, see hardneg.onnx_backend) picks the runtime of the encoder.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ class BiEncoderTeacher:
     def __init__(self, cfg):
         self.cfg = cfg
         self.model = load_sentence_transformer(cfg.model, cfg.device, cfg.max_seq_length, cfg.allow_download,
-                                               cfg.dtype)
+                                               cfg.dtype, backend=cfg.backend)
 
     def _embed(self, texts: list[str], prompt: str, desc: str):
         unique = list(dict.fromkeys(texts))

@@ -95,7 +95,8 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--max-seq-length", type=int, default=64,
-                    help="every encoder: mining, training, evaluation (sized for the shared 2-core CPU)")
+                    help="every encoder: mining (a teacher only unless the config sets its length), training, "
+                         "evaluation (sized for the shared 2-core CPU)")
     ap.add_argument("--hardneg-config", type=Path, default=ROOT / "configs" / "default.toml")
     ap.add_argument("--out", type=Path, default=Path("bench/results"))
     ap.add_argument("--cache", type=Path, default=Path("bench/.cache"))
@@ -146,7 +147,8 @@ def main(argv=None):
         cfg = load_pipeline(args.hardneg_config)
         cfg = dataclasses.replace(cfg, import_=ImportConfig(split="train"),
                                   index=dataclasses.replace(cfg.index, max_seq_length=args.max_seq_length),
-                                  score=dataclasses.replace(cfg.score, max_seq_length=args.max_seq_length))
+                                  score=dataclasses.replace(cfg.score, max_seq_length=cfg.score.max_seq_length
+                                                            or args.max_seq_length))  # as hidden_positive.py
         paths = Stages(cache / "stages", data_dir).run(cfg)
         best: dict[str, tuple[int, str]] = {}
         for r in read_stage(paths["relabel"]):

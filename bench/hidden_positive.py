@@ -8,8 +8,10 @@ positive; the others are hidden (written to `hidden-qrels/<split>.tsv` of a BEIR
 with only the labeled positives). A kept negative that is a hidden positive (or an exact text copy of a relevant
 document) is a false negative. Configurations, all in this run: naive top-k (dense, BM25), sentence-transformers'
 `mine_hard_negatives(relative_margin=0.05)` with and without `cross_encoder` rescoring, and hardneg configs
-(configs/<name>.toml if the repository has it, else bench/configs/<name>.toml), run through the stage functions
-with stage directories shared between configs that agree up to that stage (so the corpus is embedded once per index).
+(configs/<name>.toml if the repository has it, else bench/configs/<name>.toml, or a path ending in .toml), run through
+the stage functions with stage directories shared between configs that agree up to that stage (so the corpus is
+embedded once per index) and one teacher score cache (a row says how much of its scoring it took from there).
+`--keep-rows OLD.json` keeps an earlier run's rows for the configurations not run now, each marked with its run.
 
 No cross-encoder ships offline: one is trained here from the packaged MiniLM backbone on the TRAIN split's queries
 (relevant vs random documents, seeded), cached in bench/.cache, and used by ST's rescoring and hardneg's
@@ -47,8 +49,16 @@ CE_DIR = Path("bench/.cache/cross-encoder-nfcorpus-train")
 
 
 def config_path(name: str) -> Path:
+    """A name -> configs/<name>.toml if the repository has it, else bench/configs/<name>.toml; a .toml path as is."""
+    if name.endswith(".toml"):
+        return Path(name).resolve()
     repo = ROOT / "configs" / f"{name}.toml"
     return repo if repo.exists() else ROOT / "bench" / "configs" / f"{name}.toml"
+
+
+def shown(path: Path) -> str:
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def write_hidden_copy(src: Path, out: Path, split: str, labeled: dict, hidden: dict) -> Path:
@@ -153,6 +163,14 @@ def wall(paths: dict[str, Path]) -> float:
     return sum(read_manifest(p).get("wall_seconds", 0.0) for p in paths.values())
 
 
+def cached_share(score_dir: Path) -> float:
+    """Share of a score stage's distinct pairs taken from the score cache rather than scored by its teacher."""
+    from hardneg.io.stagedir import read_manifest
+
+    summary = read_manifest(score_dir).get("summary", {})
+    return summary.get("cached_pairs", 0) / summary["distinct_pairs"] if summary.get("distinct_pairs") else 0.0
+
+
 class Yardstick:
     """MiniLM cosine and rank of every (query, document), from the dense index's cached corpus embeddings."""
 
@@ -236,9 +254,16 @@ def main(argv=None):
     ap.add_argument("--ce-max-length", type=int, default=96)
     ap.add_argument("--ce-queries", type=int, default=100, help="seeded subsample for the cross-encoder rows")
     ap.add_argument("--max-seq-length", type=int, default=64,
-                    help="every MiniLM encoder (indexes, teachers, ST, yardstick): fits the shared 2-core CPU")
+                    help="every encoder (indexes, teachers unless a config sets score.max_seq_length, ST, yardstick): "
+                         "fits the shared 2-core CPU")
     ap.add_argument("--skip-st", action="store_true", help="leave out the two sentence-transformers rows")
+    ap.add_argument("--keep-rows", type=Path, default=None,
+                    help="an earlier hidden_positive.json: its rows for configurations not run now stay in the "
+                         "table, each marked with the run that measured it")
     args = ap.parse_args(argv)
+    args.run = {"command": "python bench/hidden_positive.py " + " ".join(argv or sys.argv[1:]),
+                "started": time.strftime("%Y-%m-%d %H:%M"), "load_average": [round(x, 2) for x in os.getloadavg()]}
+    args.earlier = earlier_rows(args.keep_rows, args) if args.keep_rows else ([], [])
 
     from hardneg.config import ImportConfig, IndexConfig, MineConfig, load_pipeline
     from hardneg.stages import import_
@@ -300,11 +325,16 @@ def main(argv=None):
             elif r["label"] == "positive" and r["label_source"] == "teacher":
                 promoted.setdefault(q, set()).add(r["doc_id"])
         c = cfg.index
+        length = f" at {cfg.score.max_seq_length} tokens" if cfg.score.max_seq_length != args.max_seq_length else ""
         note = (f"{c.retriever} top {cfg.mine.top_k}; teacher {cfg.score.teacher_kind} "
-                f"{'bench-trained MiniLM CE' if cfg.score.teacher_kind == 'cross-encoder' else cfg.score.model}; "
+                f"{'bench-trained MiniLM CE' if cfg.score.teacher_kind == 'cross-encoder' else cfg.score.model}"
+                f"{length}; "
                 f"{'+'.join(cfg.filter.rules)} {cfg.filter.ratio if 'perc-pos' in cfg.filter.rules else ''} "
                 f"vs {cfg.filter.positive_reference} positive; sampling {cfg.filter.sampling}")
-        add(f"hardneg {name} ({path.relative_to(ROOT)})", negs, wall(paths), promoted, candidates, note)
+        cached = cached_share(paths["score"])
+        if cached:
+            note += f"; {100 * cached:.0f}% of teacher pairs from the bench's score cache (not in wall s)"
+        add(f"hardneg {Path(name).stem} ({shown(path)})", negs, wall(paths), promoted, candidates, note)
 
     if not args.skip_st:
         negs, secs = st_mine(corpus, queries, labeled, args.negatives, args.max_seq_length)
@@ -325,28 +355,51 @@ def main(argv=None):
     return rows
 
 
+def earlier_rows(path: Path, args) -> tuple[list[dict], list[dict]]:
+    """(rows, runs) of an earlier result file measured with the same protocol; rows without a run get run 1."""
+    old = json.loads(Path(path).read_text())
+    for key in ("split", "seed", "max_seq_length"):
+        if old.get(key) != getattr(args, key):
+            raise SystemExit(f"{path}: measured with {key} = {old.get(key)!r}, this run uses {getattr(args, key)!r}; "
+                             f"rows of different protocols do not share a table")
+    if old.get("negatives_requested") != args.negatives:
+        raise SystemExit(f"{path}: measured with --negatives {old.get('negatives_requested')}, this run uses "
+                         f"{args.negatives}")
+    runs = old.get("runs") or [{"id": 1, "command": old.get("command")}]
+    rows = [{**r, "run": r.get("run", 1)} for r in old["rows"]]
+    return rows, runs
+
+
 def save(rows, args, argv, n_queries):
-    """Print and write the table and JSON (called after the cheap rows and again after the cross-encoder row)."""
-    rows = sorted(rows, key=lambda r: ["naive", "ST", "hardneg"].index(r["configuration"].split()[0]))
-    table = render(rows, args, n_queries)
+    """Print and write the table and JSON (called after the cheap rows and again after the cross-encoder row).
+    With --keep-rows, the earlier file's rows for configurations not run now are kept, in their place."""
+    old_rows, old_runs = args.earlier
+    run_id = max((r["id"] for r in old_runs), default=0) + 1
+    new = {r["configuration"]: {**r, "run": run_id} for r in rows}
+    merged = [new.pop(r["configuration"], r) for r in old_rows] + list(new.values())
+    merged = sorted(merged, key=lambda r: ["naive", "ST", "hardneg"].index(r["configuration"].split()[0]))
+    used = {r["run"] for r in merged}
+    runs = [r for r in old_runs if r["id"] in used] + [{"id": run_id, **args.run}]
+    table = render(merged, args, n_queries, runs)
     print(table, flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "hidden_positive.md").write_text(table)
-    meta = {"command": "python bench/hidden_positive.py " + " ".join(argv or sys.argv[1:]), "split": args.split,
+    meta = {"command": args.run["command"], "split": args.split,
             "seed": args.seed, "max_seq_length": args.max_seq_length, "negatives_requested": args.negatives,
             "queries": n_queries,
             "cross_encoder": {"path": str(CE_DIR), "steps": args.ce_steps, "max_length": args.ce_max_length},
-            "rows": rows, "cross_encoder_queries": args.ce_queries}
+            "runs": runs, "rows": merged, "cross_encoder_queries": args.ce_queries}
     (args.out / "hidden_positive.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
-def render(rows, args, n_queries) -> str:
+def render(rows, args, n_queries, runs=()) -> str:
     head = ("| configuration | FN rate | queries with ≥1 FN | negatives / query (yield) | MiniLM score vs positive "
-            "| mean MiniLM rank | relabel: promoted, precision, recall | wall s | notes |")
+            "| mean MiniLM rank | relabel: promoted, precision, recall | wall s | run | notes |")
     lines = [f"Hidden-positive benchmark: {args.data.name} {args.split}, {n_queries} queries with ≥ 2 relevant "
-             f"(one labeled, the rest hidden), seed {args.seed}, {args.negatives} negatives requested; every MiniLM "
-             f"encoder at max_seq_length {args.max_seq_length}.", "",
-             head, "|" + "---|" * 9]
+             f"(one labeled, the rest hidden), seed {args.seed}, {args.negatives} negatives requested; every encoder "
+             f"(retrievers, teachers unless a config sets its own, ST, yardstick) at max_seq_length "
+             f"{args.max_seq_length}.", "",
+             head, "|" + "---|" * 10]
     for r in rows:
         rec = r.get("recovery")
         rec_s = ("—" if rec is None
@@ -354,7 +407,13 @@ def render(rows, args, n_queries) -> str:
         lines.append(
             f"| {r['configuration']} | {fmt(r['fn_rate'], True)} | {fmt(r['queries_with_fn'], True)} "
             f"| {r['negatives_per_query']:.2f} ({fmt(r['yield'], True)}) | {fmt(r['score_vs_positive'])} "
-            f"| {fmt(r['mean_rank'], nd=0)} | {rec_s} | {r['wall_seconds']:.0f} | {r['note']} |")
+            f"| {fmt(r['mean_rank'], nd=0)} | {rec_s} | {r['wall_seconds']:.0f} | {r.get('run', '—')} "
+            f"| {r['note']} |")
+    if runs:
+        lines.append("")
+        for run in runs:
+            when = f" ({run['started']}, load average {run['load_average'][0]:.1f})" if run.get("started") else ""
+            lines.append(f"Run {run['id']}{when}: `{run['command']}`  ")
     return "\n".join(lines) + "\n"
 
 

@@ -99,3 +99,36 @@ def test_hidden_copy_round_trips_through_the_beir_reader(tmp_path):
     assert {q: set(d) for q, d in labeled_qrels.items()} == {q: {d} for q, d in labeled.items()}
     hidden_rows = (copy / "hidden-qrels" / "test.tsv").read_text().splitlines()[1:]
     assert {tuple(r.split("\t")[:2]) for r in hidden_rows} == {(q, d) for q in hidden for d in hidden[q]}
+
+
+def test_kept_rows_of_an_earlier_run_stay_marked_and_rerun_rows_replace_them(tmp_path):
+    import argparse
+    import json
+
+    hp = _load("hidden_positive")
+
+    def row(name, fn):
+        return {"configuration": name, "note": "", "wall_seconds": 1.0, "fn_rate": fn, "queries_with_fn": 0.1,
+                "negatives_per_query": 5.0, "yield": 1.0, "score_vs_positive": 0.5, "mean_rank": 9.0}
+
+    earlier = {"command": "python bench/hidden_positive.py --old", "split": "test", "seed": 0, "max_seq_length": 64,
+               "negatives_requested": 5, "rows": [row("naive dense top-5", 0.3), row("ST x", 0.2),
+                                                  row("hardneg a (configs/a.toml)", 0.1)]}
+    (tmp_path / "old.json").write_text(json.dumps(earlier))
+    args = argparse.Namespace(split="test", seed=0, max_seq_length=64, negatives=5, out=tmp_path / "out",
+                              data=Path("nfcorpus"), ce_steps=1, ce_max_length=8, ce_queries=1,
+                              run={"command": "python bench/hidden_positive.py --new", "started": "now",
+                                   "load_average": [1.0, 1.0, 1.0]})
+    args.earlier = hp.earlier_rows(tmp_path / "old.json", args)
+    hp.save([row("naive dense top-5", 0.31), row("hardneg b (configs/b.toml)", 0.05)], args, [], 300)
+    out = json.loads((tmp_path / "out" / "hidden_positive.json").read_text())
+    got = {r["configuration"]: (r["run"], r["fn_rate"]) for r in out["rows"]}
+    assert got == {"naive dense top-5": (2, 0.31), "ST x": (1, 0.2), "hardneg a (configs/a.toml)": (1, 0.1),
+                   "hardneg b (configs/b.toml)": (2, 0.05)}
+    assert [r["id"] for r in out["runs"]] == [1, 2] and out["runs"][0]["command"].endswith("--old")
+    table = (tmp_path / "out" / "hidden_positive.md").read_text()
+    assert "| 1 |" in table and "| 2 |" in table and "Run 1: `python bench/hidden_positive.py --old`" in table
+
+    args.max_seq_length = 128
+    with pytest.raises(SystemExit, match="max_seq_length"):
+        hp.earlier_rows(tmp_path / "old.json", args)

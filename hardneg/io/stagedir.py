@@ -35,9 +35,7 @@ from hardneg.schemas import conform
 
 MANIFEST = "_manifest.json"
 SUCCESS = "_SUCCESS"
-
-
-SHARDS = "_shards"
+SHARDS = "_shards"  # the shards' markers and the finishing lock (--shard I/N)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -225,8 +223,8 @@ class StageWriter:
                                f"shard that owns it, or the stage without --shard")
         try:
             os.close(os.open(shards / "finishing", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-        except FileExistsError:
-            return False  # another shard, finishing at the same moment, writes _SUCCESS
+        except FileExistsError:  # another shard, finishing at the same moment, writes _SUCCESS (if it died doing
+            return False         # so, the same command without --shard finishes the stage)
         self.shard_stats = {}
         for m in markers:
             for k, v in json.loads(m.read_text()).get("stats", {}).items():

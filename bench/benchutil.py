@@ -1,8 +1,10 @@
 """Helpers shared by the benchmark scripts."""
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,3 +22,12 @@ def timed(cmd: list[str], log: Path) -> dict:
         sys.exit(f"failed: {' '.join(cmd)} (see {log})")
     return {"wall_s": round(wall, 2), "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
             "cpu_s": round(usage.ru_utime + usage.ru_stime, 2)}
+
+
+def fresh_workdir(work: Path | None, prefix: str) -> Path:
+    """`work` emptied (or a new temporary directory): every benchmark run starts from nothing."""
+    work = Path(work) if work else Path(tempfile.mkdtemp(prefix=prefix))
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    return work

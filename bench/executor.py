@@ -20,14 +20,12 @@ import hashlib
 import json
 import os
 import platform
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from benchutil import timed  # noqa: E402
+from benchutil import fresh_workdir, timed  # noqa: E402
 from mining import subset  # noqa: E402
 
 
@@ -50,10 +48,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=HERE / "results" / "executor.json")
     args = ap.parse_args()
 
-    work = args.work or Path(tempfile.mkdtemp(prefix="hardneg-exec-"))
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
+    work = fresh_workdir(args.work, "hardneg-exec-")
     log = work / "log.txt"
     src = args.data
     if args.max_queries or args.max_docs:

@@ -32,7 +32,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,7 +39,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from benchutil import timed  # noqa: E402
+from benchutil import fresh_workdir, timed  # noqa: E402
 
 
 def read_beir(path: Path, split: str):
@@ -210,10 +209,7 @@ def main() -> None:
 
     import numpy as np
 
-    work = args.work or Path(tempfile.mkdtemp(prefix="hardneg-bench-"))
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
+    work = fresh_workdir(args.work, "hardneg-bench-")
     log = work / "bench.log"
     full_data = args.data
     if args.max_queries or args.max_docs:

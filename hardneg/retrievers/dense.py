@@ -54,15 +54,6 @@ def load_encoder(cfg):
     return model
 
 
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        np.save(fh, array)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 class EncodeWorker:
     """Encodes one chunk of documents (a unit of `hardneg.executor`); the model is loaded once per process. It
     records the model's resolved max_seq_length in `<dense dir>/encoder.json` for params.json."""
@@ -76,7 +67,7 @@ class EncodeWorker:
 
     def __call__(self, texts: list[str]) -> tuple[np.ndarray, dict]:
         emb = encode(self.model, texts, self.cfg, self.cfg.doc_prompt, "encoding corpus")
-        return emb.astype(self.cfg.embedding_dtype), {"documents_encoded": len(texts)}
+        return emb.astype(self.cfg.embedding_dtype), {}
 
 
 def chunk_units(texts: list[str], cfg) -> list[tuple[str, list[str]]]:
@@ -87,9 +78,14 @@ def chunk_units(texts: list[str], cfg) -> list[tuple[str, list[str]]]:
 
 
 def save_npy(path: Path, array: np.ndarray) -> int:
-    """An encoded chunk as the executors write it (`hardneg.executor.Save`): atomically."""
+    """An encoded chunk as the executors write it (`hardneg.executor.Save`): atomically (temp file, fsync, rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    _save_npy(path, array)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        np.save(fh, array)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
     return len(array)
 
 

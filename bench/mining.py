@@ -154,6 +154,49 @@ def side_queries(args) -> None:
         np.save(args.work / f"queries-{backend}.npy", encode(load_encoder(cfg), texts, cfg, "", "queries"))
 
 
+def side_ceiling(args) -> None:
+    """The fp32 ceiling: floating-point work of encoding the corpus and queries (counted on the batches as
+    sentence-transformers forms them: length-sorted, padded per batch, truncated at the model's max_seq_length) and
+    this machine's best measured fp32 matrix-product rate (all threads, torch's BLAS, the model's own linear-layer
+    shapes and a large square product). No float32 runtime can encode faster than work / rate, so
+    ST's cold wall time / (work / rate) bounds the cold ratio any exact (float32) miner can reach here."""
+    import numpy as np
+    import torch
+
+    from hardneg.models import load_sentence_transformer
+
+    corpus, queries, pairs = read_beir(args.data, args.split)
+    model = load_sentence_transformer("all-MiniLM-L6-v2", "cpu", None, False)
+    c = model[0].auto_model.config
+    h, inter, layers = c.hidden_size, c.intermediate_size, c.num_hidden_layers
+    tokenize = getattr(model, "preprocess", None) or model.tokenize
+    flops = padded = real = 0
+    for texts in (list(dict.fromkeys(corpus.values())), list(dict.fromkeys(queries[q] for q, _ in pairs))):
+        texts = sorted(texts, key=len, reverse=True)
+        for s in range(0, len(texts), args.batch_size):
+            mask = tokenize(texts[s : s + args.batch_size])["attention_mask"]
+            b, length = mask.shape
+            padded, real = padded + b * length, real + int(mask.sum())
+            # per token and layer: Q, K, V, output projections and the two feed-forward products (2 flops per
+            # multiply-add), plus the attention scores and their weighted sum over `length` positions
+            flops += b * length * layers * (2 * (4 * h * h + 2 * h * inter) + 4 * length * h)
+    rates = {}
+    rows = args.batch_size * model.max_seq_length
+    for name, (m, k, n) in {"qkvo": (rows, h, h), "ffn_in": (rows, h, inter), "ffn_out": (rows, inter, h),
+                            "square_4096": (4096, 4096, 4096)}.items():
+        a, w = torch.randn(m, k), torch.randn(k, n)
+        best = float("inf")
+        for _ in range(7):
+            t = time.perf_counter()
+            a @ w
+            best = min(best, time.perf_counter() - t)
+        rates[name] = round(2 * m * k * n / best / 1e9, 1)
+    out = {"gflop": round(flops / 1e9, 1), "padded_tokens": padded, "real_tokens": real, "threads":
+           torch.get_num_threads(), "matmul_gflop_per_s": rates, "best_gflop_per_s": max(rates.values()),
+           "min_encode_s": round(flops / 1e9 / max(rates.values()), 1)}
+    (args.work / "ceiling.json").write_text(json.dumps(out, indent=2) + "\n")
+
+
 def fidelity(work: Path, backend: str, top_k: int) -> dict:
     """Embeddings and mined top-k of `backend` against torch's."""
     import numpy as np
@@ -194,7 +237,7 @@ def main() -> None:
     ap.add_argument("--max-docs", type=int, default=0, help="... their positives and other documents up to this many")
     ap.add_argument("--backends", default="torch,onnx,onnx-int8",
                     help="hardneg encoder backends to time cold, comma-separated (torch is always run: the reference)")
-    ap.add_argument("--side", choices=["st", "bm25", "export", "queries"], help=argparse.SUPPRESS)
+    ap.add_argument("--side", choices=["st", "bm25", "export", "queries", "ceiling"], help=argparse.SUPPRESS)
     ap.add_argument("--backend", help=argparse.SUPPRESS)
     ap.add_argument("--cache", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -206,6 +249,8 @@ def main() -> None:
         return side_export(args)
     if args.side == "queries":
         return side_queries(args)
+    if args.side == "ceiling":
+        return side_ceiling(args)
 
     import numpy as np
 
@@ -249,6 +294,8 @@ def main() -> None:
         r[backend] = json.loads((work / f"bm25-{backend}.json").read_text())
     step("st_warm_rerun", me + ["--side", "st"])
     step("query_embeddings", me + ["--side", "queries", "--backend", ",".join(backends)])
+    step("ceiling", me + ["--side", "ceiling"])
+    r["ceiling"] = json.loads((work / "ceiling.json").read_text())
     r["load_average_end"] = os.getloadavg()
     a, b = np.load(work / "top100-bm25.npy"), np.load(work / "top100-rank-bm25.npy")
     overlap = [len(set(x[x >= 0]) & set(y[y >= 0])) / max(1, min(100, (x >= 0).sum(), (y >= 0).sum()))
@@ -269,6 +316,7 @@ def main() -> None:
         "cold_including_import": round(st["wall_s"] / (cold["torch"]["wall_s"] + r["hardneg_import"]["wall_s"]), 2),
         "warm_rerun": round(r["st_warm_rerun"]["wall_s"] / hn_warm, 2),
         "warm_vs_st_cache_folder": round(r["st_warm_cache_folder"]["wall_s"] / hn_warm, 2),
+        "fp32_ceiling": round(r["st_cold"]["wall_s"] / r["ceiling"]["min_encode_s"], 2),
         "bm25s_index": round(r["rank-bm25"]["index_s"] / r["bm25"]["index_s"], 1),
         "bm25s_retrieval": round(r["rank-bm25"]["retrieve_s"] / r["bm25"]["retrieve_s"], 1),
     }
@@ -313,6 +361,13 @@ def main() -> None:
     for b, f in r["fidelity_vs_torch"].items():
         print(f"| {b} | {f['corpus_max_abs_diff']:.1e} | {f['corpus_min_cosine']:.6f} | {f['queries_max_abs_diff']:.1e} | "
               f"{f['queries_min_cosine']:.6f} | {f[f'top{k}_overlap']:.2%} | {f[f'top{k}_overlap_min']:.0%} |")
+    ce = r["ceiling"]
+    print(f"\nfp32 ceiling: encoding the corpus and queries is {ce['gflop']:,.0f} GFLOP ({ce['padded_tokens']:,} padded "
+          f"tokens, {ce['real_tokens']:,} real); this machine's best fp32 matrix product runs at "
+          f"{ce['best_gflop_per_s']} GFLOP/s ({ce['threads']} threads; {ce['matmul_gflop_per_s']}), so no float32 "
+          f"encoder can take less than {ce['min_encode_s']:.0f} s, and no exact miner can be more than "
+          f"{ratios['fp32_ceiling']:.2f}x faster than ST's {st['wall_s']:.0f} s cold run here (ST itself runs at "
+          f"{ce['gflop'] / st['wall_s']:.0f} GFLOP/s end to end)")
     print(f"\nhardneg import (once per dataset, not in the ratios): {r['hardneg_import']['wall_s']:.1f} s; "
           f"cold ratio including it: {ratios['cold_including_import']:.2f}x")
     args.json.parent.mkdir(parents=True, exist_ok=True)

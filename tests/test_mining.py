@@ -254,6 +254,26 @@ def test_normalized_text_ignores_case_punctuation_and_spacing():
     assert got[0] == got[1] and got[1] != got[2]
 
 
+def test_text_keys_are_equal_exactly_for_equal_normalized_texts():
+    from hardneg.stages.mine import text_keys
+
+    corpus = pa.table({"doc_id": list("abcd"), "title": ["Vitamin D", None, "", "Vitamin E"],
+                       "text": ["and cancer!", "vitamin d AND cancer", "Vitamin D, and cancer", "and cancer"]})
+    keys = text_keys(corpus, batch_rows=3).to_pylist()  # two batches
+    assert keys[0] == keys[1] == keys[2] != keys[3]
+
+
+def test_mine_refuses_an_index_without_text_keys(tmp_path, data_dir, index_dirs):
+    import pyarrow.parquet as pq
+
+    old = tmp_path / "old-index"
+    shutil.copytree(index_dirs["bm25"], old)
+    pq.write_table(pq.read_table(old / "doc_ids.parquet", columns=["doc_id"]), old / "doc_ids.parquet")
+    result = invoke("mine", old, "--data", data_dir, "--out", tmp_path / "m", ok=False)
+    assert result.exit_code == 2 and "no text_key column" in result.output and "--overwrite" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "m").exists()
+
+
 def test_a_document_with_the_text_of_a_positive_is_flagged(mined_dir, dup_id):
     df = mined(mined_dir)
     flagged = set(df.filter(pl.col("same_text_as_positive")).select("query_id", "doc_id").iter_rows())

@@ -32,6 +32,8 @@ def run(data_dir: Path, out: Path, cfg: IndexConfig, overwrite: bool = False, ex
         if not w.claim_finish(expected):
             return w.shard_pending()
         info = cls.build(texts, w.out, cfg) or {}
-        w.write_table("doc_ids.parquet", pa.table({"doc_id": corpus["doc_id"]}))
+        from hardneg.stages.mine import text_keys
+
+        w.write_table("doc_ids.parquet", pa.table({"doc_id": corpus["doc_id"], "text_key": text_keys(corpus)}))
         models = {"embedding": cfg.model} if cfg.retriever in ("dense", "hybrid") else {}
         return w.finish(summary={"documents": corpus.num_rows, "retriever": cfg.retriever, **info}, models=models)

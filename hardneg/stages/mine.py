@@ -13,6 +13,7 @@ or `simans` (around the retriever score of the query's best positive). A candida
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,19 @@ def normalize_text(texts: pa.Array) -> pa.Array:
     x = pc.replace_substring_regex(x, r"[\p{P}\p{S}]+", "")
     x = pc.replace_substring_regex(x, r"\s+", " ")
     return pc.utf8_trim_whitespace(x)
+
+
+def text_keys(corpus: pa.Table, batch_rows: int = 65536) -> pa.Array:
+    """A 64-bit key (blake2b) of every document's normalized title and text: documents with the same normalized
+    text have the same key. `index` stores them beside the doc ids, so `mine` flags same-text candidates without
+    loading the corpus (two different texts share a key with probability ~n²/2^65)."""
+    keys = []
+    for batch in corpus.select(["title", "text"]).to_batches(batch_rows):
+        norm = normalize_text(pc.binary_join_element_wise(pc.fill_null(batch["title"], ""),
+                                                          pc.fill_null(batch["text"], ""), " "))
+        keys.append(np.fromiter((int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest(), "little")
+                                 for t in norm.to_pylist()), dtype=np.uint64, count=len(norm)))
+    return pa.array(np.concatenate(keys) if keys else np.zeros(0, np.uint64), pa.uint64())
 
 
 def mined_rows(
@@ -116,13 +130,18 @@ class MineWorker:
     """Retrieves and selects one query batch (a unit of `hardneg.executor`): built once per process from paths."""
 
     def __init__(self, index_dir: Path, data_dir: Path, cfg: MineConfig, index_cfg: IndexConfig):
-        tables = data.load(data_dir)
+        tables = data.load(data_dir, ("queries", "qrels"))
         self.cfg, self.index_cfg = cfg, index_cfg
         self.positives = positives_by_query(tables["qrels"], cfg.min_relevance)
         queries = tables["queries"]
         self.qtext = dict(zip(queries["query_id"].to_pylist(), queries["text"].to_pylist()))
-        self.doc_ids = pq.read_table(Path(index_dir) / "doc_ids.parquet")["doc_id"].combine_chunks()
-        self.corpus = tables["corpus"]
+        ids_path = Path(index_dir) / "doc_ids.parquet"
+        ids = pq.read_table(ids_path)
+        if "text_key" not in ids.column_names:
+            raise HardnegError(f"{ids_path}: no text_key column (an index from an older hardneg); rebuild it with "
+                               f"`hardneg index ... --overwrite`")
+        self.doc_ids = ids["doc_id"].combine_chunks()
+        self.text_key = ids["text_key"].to_numpy()
         pos_ids = sorted({d for docs in self.positives.values() for d in docs})
         self.pos_row = dict(zip(pos_ids, pc.index_in(pa.array(pos_ids, pa.string()),
                                                      value_set=self.doc_ids).to_pylist()))
@@ -133,7 +152,7 @@ class MineWorker:
     def __call__(self, batch: list[str]) -> tuple[pa.Table, dict]:
         texts = [self.qtext[q] for q in batch]
         idx, scores, sources = self.retriever.search(texts, self.cfg.range_max or self.cfg.top_k)
-        table = batch_rows(self.retriever, batch, texts, idx, scores, sources, self.doc_ids, self.corpus,
+        table = batch_rows(self.retriever, batch, texts, idx, scores, sources, self.doc_ids, self.text_key,
                            self.positives, self.pos_row, self.index_cfg.retriever)
         return select_candidates(table, self.cfg), {}
 
@@ -189,7 +208,7 @@ def run(index_dir: Path, data_dir: Path, out: Path, cfg: MineConfig, overwrite: 
         return w.finish(summary=summary, models={"embedding": index_cfg.model} if dense else {})
 
 
-def batch_rows(retriever, batch, texts, idx, scores, sources, doc_ids: pa.Array, corpus: pa.Table, positives,
+def batch_rows(retriever, batch, texts, idx, scores, sources, doc_ids: pa.Array, text_key: np.ndarray, positives,
                pos_row, retriever_name) -> pa.Table:
     """One batch of retrieval results -> mined rows, with missed positives scored and same-text candidates flagged."""
     missed_rows = []
@@ -200,17 +219,13 @@ def batch_rows(retriever, batch, texts, idx, scores, sources, doc_ids: pa.Array,
     if hasattr(retriever, "score_docs") and any(missed_rows):
         for qid, rows, s in zip(batch, missed_rows, retriever.score_docs(texts, missed_rows)):
             missed_scores.update({(qid, doc_ids[r].as_py()): float(v) for r, v in zip(rows, s)})
-    # normalized texts of the retrieved documents and of the positives, looked up by corpus row
-    rows = np.unique(np.concatenate([idx[idx >= 0], [pos_row[d] for q in batch for d in positives[q]]]))
-    sub = corpus.take(pa.array(rows, pa.int64()))
-    norm = normalize_text(pc.binary_join_element_wise(pc.fill_null(sub["title"], ""), pc.fill_null(sub["text"], ""),
-                                                     " ")).to_pylist()
-    norm_of = dict(zip(rows.tolist(), norm))
-    same_text = set()
+    # candidates whose normalized text (its key, by corpus row) is a positive's
+    rows = np.unique(idx[idx >= 0])
     local_ids = {int(r): doc_ids[int(r)].as_py() for r in rows}
+    same_text = set()
     for i, qid in enumerate(batch):
-        pos_norm = {norm_of[pos_row[d]] for d in positives[qid]}
+        pos_keys = {int(text_key[pos_row[d]]) for d in positives[qid]}
         for d in idx[i][idx[i] >= 0].tolist():
-            if norm_of[d] in pos_norm:
+            if int(text_key[d]) in pos_keys:
                 same_text.add((qid, local_ids[d]))
     return mined_rows(batch, idx, scores, sources, local_ids, positives, retriever_name, missed_scores, same_text)

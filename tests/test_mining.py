@@ -30,20 +30,34 @@ def top_sets(df: pl.DataFrame, k: int) -> dict[str, set[str]]:
 
 # -- dense: cache, resume, float16, approximate indexes -------------------------------------------------------------
 
-def test_a_second_mine_never_encodes_the_corpus(tmp_path, data_dir, index_dirs, monkeypatch):
+def test_mine_encodes_nothing_and_loads_no_model(tmp_path, data_dir, index_dirs, monkeypatch):
+    """index encoded the dataset's queries beside the corpus: mine (same dataset) finds them all there."""
     from hardneg.retrievers import dense
 
-    def no_corpus(*args, **kwargs):
-        raise AssertionError("the corpus was encoded again")
+    def no_model(*args, **kwargs):
+        raise AssertionError("mine loaded an encoder")
 
-    sizes = []
-    real_encode = dense.encode
-    monkeypatch.setattr(dense, "encode_corpus", no_corpus)
-    monkeypatch.setattr(dense, "encode", lambda model, texts, *a: sizes.append(len(texts)) or real_encode(model, texts, *a))
-    for n, extra in enumerate([["--top-k", "5"], ["--top-k", "8", "--sample", "2", "--sampling", "random"]]):
-        invoke("mine", index_dirs["dense"], "--data", data_dir, "--out", tmp_path / f"m{n}", *extra)
-    corpus, queries, _ = read_tiny()
-    assert sizes and all(s <= len(queries) for s in sizes)  # only queries were encoded, in each run
+    monkeypatch.setattr(dense, "load_encoder", no_model)
+    for retriever in ("dense", "hybrid"):
+        for n, extra in enumerate([["--top-k", "5"], ["--top-k", "8", "--sample", "2", "--sampling", "random"]]):
+            invoke("mine", index_dirs[retriever], "--data", data_dir, "--out", tmp_path / f"{retriever}{n}", *extra)
+    corpus, queries, qrels = read_tiny()
+    manifest = json.loads((index_dirs["dense"] / "_manifest.json").read_text())
+    assert manifest["summary"]["queries_encoded"] == len({q for q, _, _ in qrels})
+
+
+def test_cached_query_embeddings_equal_fresh_ones_and_a_new_query_is_encoded(data_dir, index_dirs):
+    from hardneg.config import IndexConfig
+    from hardneg.retrievers import dense
+
+    cfg = IndexConfig(**json.loads((index_dirs["dense"] / "_manifest.json").read_text())["config"])
+    retriever = dense.Dense(index_dirs["dense"], cfg)
+    corpus, queries, qrels = read_tiny()
+    texts = [q["text"] for q in queries if q["_id"] in {x[0] for x in qrels}][:3] + ["a query the index never saw"]
+    got = retriever._encode_queries(texts)
+    assert retriever.model is not None  # loaded for the last query only
+    fresh = dense.encode(dense.load_encoder(cfg), texts, cfg, cfg.query_prompt, "")
+    np.testing.assert_allclose(got, fresh, atol=1e-5)
 
 
 def test_a_killed_index_resumes_without_reencoding_finished_chunks(tmp_path, data_dir, index_dirs, monkeypatch):
@@ -68,7 +82,9 @@ def test_a_killed_index_resumes_without_reencoding_finished_chunks(tmp_path, dat
     calls.clear()
     monkeypatch.setattr(dense, "encode", lambda model, texts, *a: calls.append(len(texts)) or real_encode(model, texts, *a))
     invoke(*args)
-    assert calls == [10, 6]  # chunks 1 and 2 of 26 documents; chunk 0 came from the killed run
+    corpus, queries, qrels = read_tiny()
+    # chunks 1 and 2 of 26 documents (chunk 0 came from the killed run), then the queries
+    assert calls == [10, 6, len({q for q, _, _ in qrels})]
     assert not (out / "dense" / "chunks").exists()
     resumed = np.load(out / "dense" / "embeddings.npy")
     fresh = np.load(index_dirs["dense"] / "dense" / "embeddings.npy")

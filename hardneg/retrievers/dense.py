@@ -3,7 +3,10 @@
 The corpus is encoded once, in chunks written atomically to `dense/chunks/emb-NNNNN.npy` (a killed `index` resumes
 at the first missing chunk), then assembled into `dense/embeddings.npy` (float32 or float16, read memory-mapped)
 with `dense/params.json` naming the model, encoder backend (torch, onnx, onnx-int8), prompt, normalization,
-max_seq_length, dtype and the sha256 of the texts and ids. `mine` only encodes queries, with the index's backend.
+max_seq_length, dtype and the sha256 of the texts and ids. The dataset's queries (those with a qrels row) are encoded
+at index time too, into `dense/queries.npy` with their texts in `dense/queries.parquet`: `mine` must use the dataset
+the index was built from, so it finds every query there and loads no model (a query missing from that cache is
+encoded with the index's model and backend, loaded on first use).
 `flat` search is exact and built from the cache at load time; `ivf` and `hnsw` are built once at index time and
 saved as `dense/faiss.index`.
 """
@@ -87,6 +90,22 @@ def save_npy(path: Path, array: np.ndarray) -> int:
         os.fsync(fh.fileno())
     os.replace(tmp, path)
     return len(array)
+
+
+def encode_query_cache(queries: list[str], dense_dir: Path, cfg) -> int:
+    """Encode `queries` (distinct texts, without the prompt) once, beside the corpus embeddings, for `mine`."""
+    import pyarrow as pa
+
+    from hardneg.io.stagedir import save_table
+
+    texts = list(dict.fromkeys(queries))
+    if texts:
+        emb = encode(load_encoder(cfg), texts, cfg, cfg.query_prompt, "index: encoding queries")
+    else:
+        emb = np.zeros((0, np.load(dense_dir / "embeddings.npy", mmap_mode="r").shape[1]), dtype=np.float32)
+    save_npy(dense_dir / "queries.npy", emb)
+    save_table(dense_dir / "queries.parquet", pa.table({"text": pa.array(texts, pa.string())}))
+    return len(texts)
 
 
 def encode_units(index_dir: Path, texts: list[str], cfg, execution) -> dict:
@@ -203,12 +222,26 @@ class Dense:
             self.index = faiss.read_index(str(dense_dir / "faiss.index"))
         if fp["type"] == "ivf":
             self.index.nprobe = fp["nprobe"]
-        self.model = load_encoder(cfg)
+        import pyarrow.parquet as pq
+
+        texts = pq.read_table(dense_dir / "queries.parquet")["text"].to_pylist()
+        self.query_row = {t: i for i, t in enumerate(texts)}
+        self.query_emb = np.load(dense_dir / "queries.npy", mmap_mode="r")
+        self.model = None  # loaded only for a query that is not in the index's query cache
         self._last: tuple[list[str], np.ndarray] | None = None
 
     def _encode_queries(self, queries: list[str]) -> np.ndarray:
         if self._last is None or self._last[0] is not queries:
-            self._last = (queries, encode(self.model, queries, self.cfg, self.cfg.query_prompt, "encoding queries"))
+            rows = [self.query_row.get(q, -1) for q in queries]
+            q = np.empty((len(queries), self.query_emb.shape[1]), dtype=np.float32)
+            hit = [i for i, r in enumerate(rows) if r >= 0]
+            q[hit] = self.query_emb[[rows[i] for i in hit]]
+            miss = [i for i, r in enumerate(rows) if r < 0]
+            if miss:
+                self.model = self.model or load_encoder(self.cfg)
+                q[miss] = encode(self.model, [queries[i] for i in miss], self.cfg, self.cfg.query_prompt,
+                                 "encoding queries")
+            self._last = (queries, q)
         return self._last[1]
 
     def search(self, queries: list[str], k: int):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from hardneg.config import IndexConfig, asdict
 from hardneg.executor import LOCAL, Execution
@@ -18,12 +19,14 @@ from hardneg.registry import RETRIEVERS, lookup
 
 
 def run(data_dir: Path, out: Path, cfg: IndexConfig, overwrite: bool = False, execution: Execution = LOCAL) -> dict:
-    corpus = data.load(data_dir, ("corpus",))["corpus"]
+    dense_kind = cfg.retriever in ("dense", "hybrid")
+    tables = data.load(data_dir, ("corpus", "queries", "qrels") if dense_kind else ("corpus",))
+    corpus = tables["corpus"]
     cls = lookup(RETRIEVERS, cfg.retriever, "retriever")
     with StageWriter(out, "index", asdict(cfg), inputs=[data_dir], overwrite=overwrite, shard=execution.shard) as w:
         texts = data.document_texts(corpus)
         expected = []
-        if cfg.retriever in ("dense", "hybrid"):
+        if dense_kind:
             from hardneg.retrievers import dense
 
             dense.encode_units(w.out, texts, cfg, execution)
@@ -32,8 +35,12 @@ def run(data_dir: Path, out: Path, cfg: IndexConfig, overwrite: bool = False, ex
         if not w.claim_finish(expected):
             return w.shard_pending()
         info = cls.build(texts, w.out, cfg) or {}
+        if dense_kind:  # the queries `mine` will search with (it must use this dataset): encoded once, here
+            queries = tables["queries"].filter(pc.is_in(tables["queries"]["query_id"],
+                                                        value_set=pc.unique(tables["qrels"]["query_id"])))
+            info["queries_encoded"] = dense.encode_query_cache(queries["text"].to_pylist(), w.out / "dense", cfg)
         from hardneg.stages.mine import text_keys
 
         w.write_table("doc_ids.parquet", pa.table({"doc_id": corpus["doc_id"], "text_key": text_keys(corpus)}))
-        models = {"embedding": cfg.model} if cfg.retriever in ("dense", "hybrid") else {}
+        models = {"embedding": cfg.model} if dense_kind else {}
         return w.finish(summary={"documents": corpus.num_rows, "retriever": cfg.retriever, **info}, models=models)

@@ -58,8 +58,8 @@ def load_encoder(cfg):
 
 
 class EncodeWorker:
-    """Encodes one chunk of documents (a unit of `hardneg.executor`); the model is loaded once per process. It
-    records the model's resolved max_seq_length in `<dense dir>/encoder.json` for params.json."""
+    """Encodes one unit of `hardneg.executor`: a chunk of documents, or the index's queries; the model is loaded once
+    per process. It records the model's resolved max_seq_length in `<dense dir>/encoder.json` for params.json."""
 
     def __init__(self, cfg, dense_dir: Path):
         self.cfg = cfg
@@ -68,7 +68,12 @@ class EncodeWorker:
         info = json.dumps({"max_seq_length": self.model.max_seq_length}).encode()
         atomic_write_bytes(Path(dense_dir) / "encoder.json", info)
 
-    def __call__(self, texts: list[str]) -> tuple[np.ndarray, dict]:
+    def __call__(self, unit: tuple[str, list[str]]) -> tuple[np.ndarray, dict]:
+        kind, texts = unit
+        if not texts:
+            return np.zeros((0, self.model.get_sentence_embedding_dimension()), dtype=np.float32), {}
+        if kind == "query":
+            return encode(self.model, texts, self.cfg, self.cfg.query_prompt, "encoding queries"), {}
         emb = encode(self.model, texts, self.cfg, self.cfg.doc_prompt, "encoding corpus")
         return emb.astype(self.cfg.embedding_dtype), {}
 
@@ -92,30 +97,21 @@ def save_npy(path: Path, array: np.ndarray) -> int:
     return len(array)
 
 
-def encode_query_cache(queries: list[str], dense_dir: Path, cfg) -> int:
-    """Encode `queries` (distinct texts, without the prompt) once, beside the corpus embeddings, for `mine`."""
-    import pyarrow as pa
-
-    from hardneg.io.stagedir import save_table
-
-    texts = list(dict.fromkeys(queries))
-    if texts:
-        emb = encode(load_encoder(cfg), texts, cfg, cfg.query_prompt, "index: encoding queries")
-    else:
-        emb = np.zeros((0, np.load(dense_dir / "embeddings.npy", mmap_mode="r").shape[1]), dtype=np.float32)
-    save_npy(dense_dir / "queries.npy", emb)
-    save_table(dense_dir / "queries.parquet", pa.table({"text": pa.array(texts, pa.string())}))
-    return len(texts)
+QUERIES = "dense/queries.npy"  # the query cache, relative to the index directory; its texts in queries.parquet
 
 
-def encode_units(index_dir: Path, texts: list[str], cfg, execution) -> dict:
-    """Encode the chunks not yet written (nor already assembled into embeddings.npy) with `execution`."""
+def encode_units(index_dir: Path, texts: list[str], cfg, execution, queries: list[str] | None = None) -> dict:
+    """Encode, with `execution`, the corpus chunks not yet written (nor already assembled into embeddings.npy) and,
+    given `queries` (distinct texts, without the prompt), the query cache if it is not written yet."""
     from hardneg.executor import run_units
 
     index_dir = Path(index_dir).absolute()
     assembled = (index_dir / "dense" / "embeddings.npy").exists()
-    return run_units(chunk_units(texts, cfg), EncodeWorker, {"cfg": cfg, "dense_dir": index_dir / "dense"},
-                     index_dir, save_npy, execution, lambda name: assembled or (index_dir / name).exists(),
+    units = [(name, ("document", chunk)) for name, chunk in chunk_units(texts, cfg)]
+    if queries is not None:
+        units.append((QUERIES, ("query", queries)))
+    return run_units(units, EncodeWorker, {"cfg": cfg, "dense_dir": index_dir / "dense"}, index_dir, save_npy,
+                     execution, lambda name: (index_dir / name).exists() or (assembled and name != QUERIES),
                      "index: encoding corpus chunks")
 
 

@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 from hardneg.config import IndexConfig, asdict
 from hardneg.executor import LOCAL, Execution
 from hardneg.io import data
-from hardneg.io.stagedir import StageWriter
+from hardneg.io.stagedir import StageWriter, save_table
 from hardneg.registry import RETRIEVERS, lookup
 
 
@@ -29,16 +29,20 @@ def run(data_dir: Path, out: Path, cfg: IndexConfig, overwrite: bool = False, ex
         if dense_kind:
             from hardneg.retrievers import dense
 
-            dense.encode_units(w.out, texts, cfg, execution)
+            # the queries `mine` will search with (it must use this dataset) are encoded here once, as one more unit
+            queries = tables["queries"].filter(pc.is_in(tables["queries"]["query_id"],
+                                                        value_set=pc.unique(tables["qrels"]["query_id"])))
+            queries = list(dict.fromkeys(queries["text"].to_pylist()))
+            dense.encode_units(w.out, texts, cfg, execution, queries)
+            expected = [dense.QUERIES]
             if not (w.out / "dense" / "embeddings.npy").exists():
-                expected = [name for name, _ in dense.chunk_units(texts, cfg)]
+                expected += [name for name, _ in dense.chunk_units(texts, cfg)]
         if not w.claim_finish(expected):
             return w.shard_pending()
         info = cls.build(texts, w.out, cfg) or {}
-        if dense_kind:  # the queries `mine` will search with (it must use this dataset): encoded once, here
-            queries = tables["queries"].filter(pc.is_in(tables["queries"]["query_id"],
-                                                        value_set=pc.unique(tables["qrels"]["query_id"])))
-            info["queries_encoded"] = dense.encode_query_cache(queries["text"].to_pylist(), w.out / "dense", cfg)
+        if dense_kind:
+            save_table(w.out / "dense" / "queries.parquet", pa.table({"text": pa.array(queries, pa.string())}))
+            info["queries_encoded"] = len(queries)
         from hardneg.stages.mine import text_keys
 
         w.write_table("doc_ids.parquet", pa.table({"doc_id": corpus["doc_id"], "text_key": text_keys(corpus)}))

@@ -195,9 +195,9 @@ def side_ceiling(args) -> None:
            if line.startswith("cpu MHz")] if Path("/proc/cpuinfo").exists() else []
     # two 256-bit FMA units per core (AMD Zen 2 and later, Intel Haswell and later): 2 x 8 lanes x 2 flops per cycle
     nominal = round(32 * len(mhz) * (sum(mhz) / len(mhz)) / 1e3, 1) if mhz else None
-    out = {"gflop": round(flops / 1e9, 1), "nominal_fma_peak_gflop_per_s": nominal, "padded_tokens": padded, "real_tokens": real, "threads":
-           torch.get_num_threads(), "matmul_gflop_per_s": rates, "best_gflop_per_s": max(rates.values()),
-           "min_encode_s": round(flops / 1e9 / max(rates.values()), 1)}
+    out = {"gflop": round(flops / 1e9, 1), "nominal_fma_peak_gflop_per_s": nominal, "padded_tokens": padded,
+           "real_tokens": real, "threads": torch.get_num_threads(), "matmul_gflop_per_s": rates,
+           "best_gflop_per_s": max(rates.values()), "min_encode_s": round(flops / 1e9 / max(rates.values()), 1)}
     (args.work / "ceiling.json").write_text(json.dumps(out, indent=2) + "\n")
 
 

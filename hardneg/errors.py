@@ -3,3 +3,8 @@
 
 class HardnegError(Exception):
     """Bad input or an impossible request. The CLI prints it as one line and exits with code 2."""
+
+
+class AlreadyFinished(Exception):
+    """A shard started on a stage that the other shards already finished with the same config and inputs (a requeued
+    array job): nothing to do. The CLI prints it as one line and exits with code 0."""

@@ -117,6 +117,22 @@ def test_a_missing_shard_leaves_the_stage_unfinished_until_a_plain_rerun(local, 
     assert digests(out) == digests(local["mined"])
 
 
+def test_a_requeued_shard_of_a_finished_stage_changes_nothing_and_exits_0(local, data_dir, tmp_path):
+    out = tmp_path / "mined"
+    args = ("mine", local["index"], "--data", data_dir, "--out", out, "--top-k", "10", *QBS)
+    for i in range(3):
+        invoke(*args, "--shard", f"{i}/3")
+    before, manifest = digests(out), (out / "_manifest.json").read_bytes()
+    result = invoke(*args, "--shard", "1/3")  # as a requeued array task would
+    assert "already finished with these options; shard 1/3 has nothing to do" in result.output
+    assert digests(out) == before and (out / "_manifest.json").read_bytes() == manifest
+    other = invoke("mine", local["index"], "--data", data_dir, "--out", out, "--top-k", "7", *QBS, "--shard", "1/3",
+                   ok=False)  # other options: the finished output is not theirs
+    assert other.exit_code == 2 and "already holds a finished mine output" in other.output
+    assert invoke(*args, ok=False).exit_code == 2  # without --shard, a rerun still asks for --overwrite
+    assert digests(out) == before
+
+
 def test_shard_option_errors(local, data_dir, tmp_path):
     base = ("mine", local["index"], "--data", data_dir, "--out", tmp_path / "m")
     for bad in ("3/3", "a/b", "1", "-1/2"):

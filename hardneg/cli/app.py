@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from hardneg.errors import HardnegError
+from hardneg.errors import AlreadyFinished, HardnegError
 
 app = typer.Typer(
     help="Mine hard negatives for retrieval training, and remove false negatives before they poison it.",
@@ -38,6 +38,9 @@ def command(name: str, help: str):
         def wrapper(*args, **kwargs):
             try:
                 return fn(*args, **kwargs)
+            except AlreadyFinished as exc:  # a requeued shard of a finished stage
+                typer.echo(str(exc), err=True)
+                return None
             except (HardnegError, OSError) as exc:
                 if os.environ.get("HARDNEG_DEBUG", "") not in ("", "0"):
                     raise

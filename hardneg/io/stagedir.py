@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from hardneg import __version__
-from hardneg.errors import HardnegError
+from hardneg.errors import AlreadyFinished, HardnegError
 from hardneg.schemas import conform
 
 MANIFEST = "_manifest.json"
@@ -132,7 +132,7 @@ class StageWriter:
     """
 
     def __init__(self, out: Path, stage: str, config: dict, inputs: list[Path] | None = None, overwrite: bool = False,
-                 shard: tuple[int, int] = (0, 1)):
+                 shard: tuple[int, int] = (0, 1), requeue_ok: bool = True):
         self.out = Path(out)
         self.stage = stage
         self.config = config
@@ -143,6 +143,7 @@ class StageWriter:
         self.resumed = False
         self.shard = shard
         self.shard_stats: dict = {}
+        self.requeue_ok = requeue_ok  # a shard of an already finished, identical stage is a no-op (AlreadyFinished)
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def __enter__(self) -> "StageWriter":
@@ -158,10 +159,14 @@ class StageWriter:
                 raise HardnegError(f"{out}: not a hardneg output directory; refusing to delete it, choose another --out")
             shutil.rmtree(out)
         if (out / SUCCESS).exists():
+            if sharded and self.requeue_ok and self._same_run(read_manifest(out)):
+                i, n = self.shard
+                raise AlreadyFinished(f"{out}: {self.stage} already finished with these options; shard {i}/{n} has "
+                                      f"nothing to do")
             raise HardnegError(f"{out}: already holds a finished {self.stage} output; pass --overwrite to rebuild it")
         if (out / MANIFEST).exists():
             old = read_manifest(out)
-            if old.get("stage") != self.stage or old.get("config") != self.config or old.get("inputs") != self.inputs:
+            if not self._same_run(old):
                 raise HardnegError(
                     f"{out}: holds an unfinished {old.get('stage')} run with a different config or input; "
                     f"rerun with the same options to resume it, or pass --overwrite to start over"
@@ -180,6 +185,10 @@ class StageWriter:
         except OSError as exc:
             raise HardnegError(f"{out}: cannot write the output directory ({exc.strerror}); choose another --out")
         return self
+
+    def _same_run(self, manifest: dict) -> bool:
+        return (manifest.get("stage"), manifest.get("config"), manifest.get("inputs")) == (
+            self.stage, self.config, self.inputs)
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc_type is not None and issubclass(exc_type, HardnegError) and not self.resumed and self.shard[1] == 1:

@@ -272,8 +272,10 @@ def run(scored_dir: Path, out: Path, cfg: FilterConfig, overwrite: bool = False,
                                             shard=execution.shard))
         side = None
         if dropped_out is not None:
+            # it finishes just before the main output, so it is no requeue no-op: if only it finished (a kill in
+            # between), that is an error, not a silent skip of the main output
             side = stack.enter_context(StageWriter(dropped_out, "filter-dropped", asdict(cfg), inputs=inputs,
-                                                   overwrite=overwrite, shard=execution.shard))
+                                                   overwrite=overwrite, shard=execution.shard, requeue_ok=False))
         for n, path in enumerate(parts):
             if not execution.owns(n) or (w.has(path.name) and (side is None or side.has(path.name))):
                 continue

@@ -55,9 +55,13 @@ def _transformer(model):
     return first, hf
 
 
+def _tokenize(model, texts: list[str]) -> dict:
+    """sentence-transformers' tokenization (`preprocess` in newer releases, `tokenize` before)."""
+    return (getattr(model, "preprocess", None) or model.tokenize)(texts)
+
+
 def _input_names(model) -> list[str]:
-    tokenize = getattr(model, "preprocess", None) or model.tokenize
-    feats = tokenize(["a b c", "a"])
+    feats = _tokenize(model, ["a b c", "a"])
     names = [n for n in INPUTS if n in feats]
     if "input_ids" not in names or "attention_mask" not in names:
         raise HardnegError("--backend onnx needs a tokenizer that returns input_ids and attention_mask; "
@@ -94,8 +98,7 @@ def _export(model, names: list[str], dest: Path) -> None:
 
     # eager attention traces to plain MatMul/Softmax, which onnxruntime fuses and quantizes; the example batch is
     # padded so that the attention mask is part of the graph
-    tokenize = getattr(model, "preprocess", None) or model.tokenize
-    example = tokenize(["an example sentence that is longer", "short"])
+    example = _tokenize(model, ["an example sentence that is longer", "short"])
     previous = getattr(hf.config, "_attn_implementation", None)
     _set_attention(hf, "eager")
     try:
@@ -168,8 +171,8 @@ def graph_path(model, backend: str, name: str, cache_root: Path | None = None) -
 
 
 def attach(model, backend: str, name: str, cache_root: Path | None = None) -> None:
-    """Make `model` (a SentenceTransformer on CPU) run its transformer with onnxruntime, in place."""
-    require(backend)
+    """Make `model` (a SentenceTransformer on CPU) run its transformer with onnxruntime, in place; the caller has
+    checked `require(backend)` (hardneg.models.load_sentence_transformer does, before loading the model)."""
     import onnxruntime as ort
     import torch
 

@@ -264,14 +264,14 @@ def test_simans_prefers_candidates_scored_near_the_best_positive():
 # -- positives: same text, graded relevance, several rows, none --------------------------------------------------
 
 def test_normalized_text_ignores_case_punctuation_and_spacing():
-    from hardneg.stages.mine import normalize_text
+    from hardneg.io.data import normalize_text
 
     got = normalize_text(pa.array(["Vitamin D,  and\tcancer!", "vitamin d and cancer", "vitamin e and cancer"]))
     assert got[0] == got[1] and got[1] != got[2]
 
 
 def test_text_keys_are_equal_exactly_for_equal_normalized_texts():
-    from hardneg.stages.mine import text_keys
+    from hardneg.io.data import text_keys
 
     corpus = pa.table({"doc_id": list("abcd"), "title": ["Vitamin D", None, "", "Vitamin E"],
                        "text": ["and cancer!", "vitamin d AND cancer", "Vitamin D, and cancer", "and cancer"]})

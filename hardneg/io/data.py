@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -114,3 +116,28 @@ def document_texts(corpus: pa.Table) -> list[str]:
     titles = corpus["title"].to_pylist()
     texts = corpus["text"].to_pylist()
     return [f"{t} {x}".strip() if t else x for t, x in zip(titles, texts)]
+
+
+def text_hash(text: str) -> int:
+    """A stable 64-bit hash of a text (blake2b): score cache keys, same-text keys."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+
+
+def normalize_text(texts: pa.Array) -> pa.Array:
+    """Lower-case, drop punctuation and symbols, collapse whitespace: texts equal after this are the same text."""
+    x = pc.utf8_lower(texts)
+    x = pc.replace_substring_regex(x, r"[\p{P}\p{S}]+", "")
+    x = pc.replace_substring_regex(x, r"\s+", " ")
+    return pc.utf8_trim_whitespace(x)
+
+
+def text_keys(corpus: pa.Table, batch_rows: int = 65536) -> pa.Array:
+    """A 64-bit key (`text_hash`) of every document's normalized title and text: documents with the same normalized
+    text have the same key. `index` stores them beside the doc ids, so `mine` flags same-text candidates without
+    loading the corpus (two different texts share a key with probability ~n²/2^65)."""
+    keys = []
+    for batch in corpus.select(["title", "text"]).to_batches(batch_rows):
+        norm = normalize_text(pc.binary_join_element_wise(pc.fill_null(batch["title"], ""),
+                                                          pc.fill_null(batch["text"], ""), " "))
+        keys.append(np.fromiter((text_hash(t) for t in norm.to_pylist()), dtype=np.uint64, count=len(norm)))
+    return pa.array(np.concatenate(keys) if keys else np.zeros(0, np.uint64), pa.uint64())

@@ -43,8 +43,6 @@ def run(data_dir: Path, out: Path, cfg: IndexConfig, overwrite: bool = False, ex
         if dense_kind:
             save_table(w.out / "dense" / "queries.parquet", pa.table({"text": pa.array(queries, pa.string())}))
             info["queries_encoded"] = len(queries)
-        from hardneg.stages.mine import text_keys
-
-        w.write_table("doc_ids.parquet", pa.table({"doc_id": corpus["doc_id"], "text_key": text_keys(corpus)}))
+        w.write_table("doc_ids.parquet", pa.table({"doc_id": corpus["doc_id"], "text_key": data.text_keys(corpus)}))
         models = {"embedding": cfg.model} if dense_kind else {}
         return w.finish(summary={"documents": corpus.num_rows, "retriever": cfg.retriever, **info}, models=models)

@@ -13,7 +13,6 @@ or `simans` (around the retriever score of the query's best positive). A candida
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -39,27 +38,6 @@ def positives_by_query(qrels: pa.Table, min_relevance: int) -> dict[str, list[st
         if d not in docs:
             docs.append(d)
     return out
-
-
-def normalize_text(texts: pa.Array) -> pa.Array:
-    """Lower-case, drop punctuation and symbols, collapse whitespace: texts equal after this are the same text."""
-    x = pc.utf8_lower(texts)
-    x = pc.replace_substring_regex(x, r"[\p{P}\p{S}]+", "")
-    x = pc.replace_substring_regex(x, r"\s+", " ")
-    return pc.utf8_trim_whitespace(x)
-
-
-def text_keys(corpus: pa.Table, batch_rows: int = 65536) -> pa.Array:
-    """A 64-bit key (blake2b) of every document's normalized title and text: documents with the same normalized
-    text have the same key. `index` stores them beside the doc ids, so `mine` flags same-text candidates without
-    loading the corpus (two different texts share a key with probability ~n²/2^65)."""
-    keys = []
-    for batch in corpus.select(["title", "text"]).to_batches(batch_rows):
-        norm = normalize_text(pc.binary_join_element_wise(pc.fill_null(batch["title"], ""),
-                                                          pc.fill_null(batch["text"], ""), " "))
-        keys.append(np.fromiter((int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest(), "little")
-                                 for t in norm.to_pylist()), dtype=np.uint64, count=len(norm)))
-    return pa.array(np.concatenate(keys) if keys else np.zeros(0, np.uint64), pa.uint64())
 
 
 def mined_rows(

@@ -18,6 +18,7 @@ import pyarrow as pa
 from hardneg import schemas
 from hardneg.config import ScoreConfig, asdict
 from hardneg.io import data
+from hardneg.io.data import text_hash
 from hardneg.executor import LOCAL, Execution, run_units
 from hardneg.io.stagedir import StageWriter, part_paths, read_part, require_finished, save_table, write_parquet
 from hardneg.registry import TEACHERS, lookup
@@ -26,10 +27,6 @@ from hardneg.teachers import load_teacher
 KEY = ["query_id", "doc_id", "query_hash", "doc_hash"]
 CACHE_SCHEMA = pa.schema([("query_id", pa.string()), ("doc_id", pa.string()), ("query_hash", pa.uint64()),
                           ("doc_hash", pa.uint64()), ("teacher_score", pa.float32())])
-
-
-def text_hash(text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
 
 
 def teacher_identity(cfg: ScoreConfig) -> dict:

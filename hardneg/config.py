@@ -101,6 +101,9 @@ class FilterConfig:
     max_score: float | None = None  # max-score: drop if score > max_score
     min_score: float | None = None  # min-score: drop if score < min_score
     positive_reference: str = "min"  # which of a query's positive scores the rules compare against
+    # raise the reference to the weakest teacher score among the retriever's top N candidates when the positive
+    # scores below all of them (the teacher disagrees with the label; 0 = off)
+    positive_floor_rank: int = 0
     negatives_per_query: int = 5  # keep at most this many survivors per query; 0 = all
     sampling: str = "top"  # which survivors: top (best retriever rank) | random | simans
     seed: int = 0
@@ -186,6 +189,8 @@ def validate(cfg, source: str = "options"):
                                f"rank_max; set negatives_per_query > 0 and rank_max (--rank-max N)")
         if cfg.negatives_per_query < 0:
             raise HardnegError(f"{source}: negatives_per_query must be >= 0 (0 keeps every survivor)")
+        if cfg.positive_floor_rank < 0:
+            raise HardnegError(f"{source}: positive_floor_rank must be >= 0 (0 = off); got {cfg.positive_floor_rank}")
     if isinstance(cfg, MineConfig):
         depth = cfg.range_max or cfg.top_k
         if not 0 <= cfg.range_min < depth:

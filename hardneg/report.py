@@ -55,7 +55,7 @@ def figures(relabeled: pl.DataFrame, filter_cfg: dict, top: int = 20) -> dict:
     with what a person labeled relevant.
     """
     df = relabeled.with_columns(_group().alias("group"))
-    ref = positive_reference(df, filter_cfg.get("positive_reference", "min"))
+    ref = positive_reference(df, filter_cfg.get("positive_reference", "min"), filter_cfg.get("positive_floor_rank", 0))
     cand = df.filter(~pl.col("is_positive")).join(ref, on="query_id", how="left").filter(pl.col("_pos").is_not_null())
     rules = list(filter_cfg.get("rules", []))
     # a rule's threshold on s - p is one number (margin-pos) or depends on the query's p (perc-pos): its range

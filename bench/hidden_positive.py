@@ -84,8 +84,8 @@ class Stages:
     def __init__(self, root: Path, data_dir: Path):
         self.root, self.data_dir = root, data_dir
 
-    def _dir(self, parent: str, stage: str, cfg) -> tuple[Path, str]:
-        blob = json.dumps([parent, stage, dataclasses.asdict(cfg)], sort_keys=True, default=str)
+    def _dir(self, parent: str, stage: str, *cfgs) -> tuple[Path, str]:
+        blob = json.dumps([parent, stage, *map(dataclasses.asdict, cfgs)], sort_keys=True, default=str)
         key = hashlib.sha256(blob.encode()).hexdigest()[:12]
         return self.root / f"{stage}-{key}", key
 
@@ -105,8 +105,10 @@ class Stages:
         out["mine"] = self._ensure(p, lambda o: mine.run(out["index"], self.data_dir, o, cfg.mine))
         if upto == "mine":
             return out
-        p, k = self._dir(k, "score", cfg.score)
-        out["score"] = self._ensure(p, lambda o: score.run(out["mine"], self.data_dir, o, cfg.score))
+        # as `hardneg run` calls it: adaptive depth stops on the filter's rules (so they are part of the key)
+        p, k = self._dir(k, "score", cfg.score, cfg.filter, cfg.relabel)
+        out["score"] = self._ensure(p, lambda o: score.run(out["mine"], self.data_dir, o, cfg.score,
+                                                           filter_cfg=cfg.filter, relabel_cfg=cfg.relabel))
         p, k = self._dir(k, "filter", cfg.filter)
         out["filter"] = self._ensure(p, lambda o: filter.run(out["score"], o, cfg.filter))
         p, k = self._dir(k, "relabel", cfg.relabel)

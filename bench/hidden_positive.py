@@ -409,17 +409,19 @@ def main(argv=None):
     stages = Stages(args.cache / "stages" / copy.name, data_dir)
     rows, curves, teachers = [], {}, {}
 
+    negatives_of = {}  # configuration -> its negatives, for the yardstick once a dense index exists
+
     def add(name: str, kind: str, train_rows, seconds: float, note: str, extra: dict | None = None):
         res = judge(truth, train_rows, args.negatives)
-        negs = res.pop("_negatives")
+        negatives_of[name] = res.pop("_negatives")
         row = {"configuration": name, "kind": kind, "note": note, "wall_seconds": round(seconds, 1), **res,
-               **(extra or {}), **yard.hardness(negs)}
+               **(extra or {})}
         rows.append(row)
         print(f"[bench] {name}: {json.dumps(row)}", flush=True)
 
-    # the yardstick reads the naive dense config's index (MiniLM at its own length, queries cached)
-    yard = Yardstick(stages.run(load_pipeline(config_path("naive-dense")), upto="mine")["index"], truth, queries)
     from hardneg.io.stagedir import read_manifest
+
+    dense_index = None  # the yardstick reads the first dense index of MiniLM at its own length (queries cached)
 
     for name in [c for c in args.configs.split(",") if c]:
         path = config_path(name)
@@ -430,6 +432,9 @@ def main(argv=None):
             print(f"[bench] skipping {name}: {exc}", flush=True)
             continue
         paths = stages.run(cfg)
+        if (dense_index is None and (paths["index"] / "dense" / "queries.npy").exists()
+                and Path(cfg.index.model).name == "all-MiniLM-L6-v2" and not cfg.index.max_seq_length):
+            dense_index = paths["index"]
         relabeled = read_stage(paths["relabel"])
         score_summary = read_manifest(paths["score"]).get("summary", {})
         extra = {"promoted_recall": promoted_recall(relabeled, labeled, relevant),
@@ -465,6 +470,11 @@ def main(argv=None):
                                        args.cache)
             add(f"ST {name}", "st", train_rows, secs,
                 "mine_hard_negatives(" + ", ".join(f"{k}={v!r}" for k, v in ST_KWARGS[name].items()) + ")")
+    if dense_index is None:  # no config built one: the naive dense config's index
+        dense_index = stages.run(load_pipeline(config_path("naive-dense")), upto="mine")["index"]
+    yard = Yardstick(dense_index, truth, queries)
+    for row in rows:
+        row.update(yard.hardness(negatives_of[row["configuration"]]))
     save(rows, curves, args, run_info, len(labeled), time.time() - started)
     return rows
 

@@ -47,7 +47,7 @@ from hardneg.config import FilterConfig, asdict
 from hardneg.errors import HardnegError
 from hardneg.executor import LOCAL, Execution
 from hardneg.io import data
-from hardneg.io.stagedir import StageWriter, part_paths, read_part, require_finished
+from hardneg.io.stagedir import StageWriter, finished_parts, part_paths, read_part, require_finished
 from hardneg.sampling import select
 
 REASONS = {
@@ -266,16 +266,18 @@ def run(scored_dir: Path, out: Path, cfg: FilterConfig, overwrite: bool = False,
             summary_extra["dup_embeddings"] = embeddings.source
         summary_extra["dup_texts"] = str(data_dir)
     inputs = [scored_dir]
-    parts = part_paths(scored_dir)
+    parts = finished_parts(scored_dir, "score")
     with contextlib.ExitStack() as stack:
+        reads = [data_dir, index_dir, dropped_out]
         w = stack.enter_context(StageWriter(out, "filter", asdict(cfg), inputs=inputs, overwrite=overwrite,
-                                            shard=execution.shard))
+                                            shard=execution.shard, reads=reads))
         side = None
         if dropped_out is not None:
             # it finishes just before the main output, so it is no requeue no-op: if only it finished (a kill in
             # between), that is an error, not a silent skip of the main output
             side = stack.enter_context(StageWriter(dropped_out, "filter-dropped", asdict(cfg), inputs=inputs,
-                                                   overwrite=overwrite, shard=execution.shard, requeue_ok=False))
+                                                   overwrite=overwrite, shard=execution.shard, requeue_ok=False,
+                                                   reads=[data_dir, index_dir, out]))
         for n, path in enumerate(parts):
             if not execution.owns(n) or (w.has(path.name) and (side is None or side.has(path.name))):
                 continue

@@ -20,7 +20,8 @@ from hardneg.config import ScoreConfig, asdict
 from hardneg.io import data
 from hardneg.io.data import text_hash
 from hardneg.executor import LOCAL, Execution, run_units
-from hardneg.io.stagedir import StageWriter, part_paths, read_part, require_finished, save_table, write_parquet
+from hardneg.io.stagedir import (StageWriter, finished_parts, part_paths, read_part, require_finished, save_table,
+                                 write_parquet)
 from hardneg.registry import TEACHERS, lookup
 from hardneg.teachers import load_teacher
 
@@ -150,7 +151,7 @@ def run(mined_dir: Path, data_dir: Path, out: Path, cfg: ScoreConfig, overwrite:
     """Score every part of `mined_dir`; `cache` defaults to `<out's parent>/.hardneg-cache/scores`."""
     require_finished(mined_dir, "mine")
     data.load(data_dir, ())  # a finished import directory, checked before anything is written
-    units = [(p.name, p.absolute()) for p in part_paths(mined_dir)]
+    units = [(p.name, p.absolute()) for p in finished_parts(mined_dir, "mine")]
     cache_dir = (Path(cache) if cache else default_cache(out)).absolute() if use_cache else None
     with StageWriter(out, "score", asdict(cfg), inputs=[mined_dir, data_dir], overwrite=overwrite,
                      shard=execution.shard) as w:

@@ -26,20 +26,22 @@ MARGIN_RULES = {
     "margin-pos": lambda cfg: pl.lit(-cfg["margin"]),
 }
 POSITIVE, PROMOTED, KEPT = "positive (qrels)", "promoted to positive", "kept negative"
+FLAGGED = "flagged (keep-flagged, for a judge)"
 
 
 def _group() -> pl.Expr:
     """Each row's group in the plots: labeled positive, promoted, kept negative, or `dropped: <reason>`."""
     return (
         pl.when(pl.col("is_positive")).then(pl.lit(POSITIVE))
-        .when(pl.col("label_source") == "teacher").then(pl.lit(PROMOTED))
+        .when(pl.col("label") == "positive").then(pl.lit(PROMOTED))  # promoted by teacher score or as a duplicate
+        .when(pl.col("label") == "flagged").then(pl.lit(FLAGGED))  # keep-flagged: neither promoted nor dropped
         .when(pl.col("label") == "negative").then(pl.lit(KEPT))
         .otherwise(pl.lit("dropped: ") + pl.col("reason").fill_null("?"))
     )
 
 
 def _by_group(df: pl.DataFrame, column: str) -> dict[str, np.ndarray]:
-    order = [POSITIVE, PROMOTED, KEPT] + sorted(g for g in df["group"].unique() if g.startswith("dropped: "))
+    order = [POSITIVE, PROMOTED, FLAGGED, KEPT] + sorted(g for g in df["group"].unique() if g.startswith("dropped: "))
     return {g: df.filter(pl.col("group") == g)[column].to_numpy() for g in order if g in set(df["group"])}
 
 

@@ -34,6 +34,7 @@ def summarize(run_dir: Path, relabeled: pl.DataFrame | None = None) -> dict:
         "negatives_kept": int((df["label"] == "negative").sum()),
         "dropped_by_reason": {r: int(c) for r, c in reasons.iter_rows()},
         "relabeled_to_positive": int(((df["label"] == "positive") & (df["label_source"] != "qrels")).sum()),
+        "flagged": int((df["label"] == "flagged").sum()),  # keep-flagged: neither positive nor negative
     }
     filter_cfg = require_finished(run_dir / LAYOUT["filter"], "filter")["config"]
     fig = figures(df, filter_cfg, top=3)
@@ -87,6 +88,8 @@ def render(summary: dict) -> str:
     ]
     lines += [f"  {reason:<22}{n}" for reason, n in summary["dropped_by_reason"].items()]
     lines.append(f"relabeled to positive   {summary['relabeled_to_positive']}")
+    if summary.get("flagged"):
+        lines.append(f"flagged (for a judge)   {summary['flagged']}")
     if "training_file" in summary:
         lines.append(
             f"training file           {summary['training_file']} "

@@ -198,6 +198,18 @@ def near_duplicates(scored: pa.Table, norm_text: dict[str, str], threshold: floa
 
 # -- stage -------------------------------------------------------------------------------------------------------
 
+def check_scores(table: pa.Table, where: str) -> None:
+    """A NaN or missing teacher score would silently switch the rules off for its query: refuse it, naming rows."""
+    bad = pc.or_kleene(pc.is_null(table["teacher_score"]), pc.is_nan(table["teacher_score"]))
+    rows = pc.indices_nonzero(pc.fill_null(bad, True)).to_pylist()
+    if rows:
+        shown = ", ".join(f"row {r} (query {table['query_id'][r].as_py()!r}, doc {table['doc_id'][r].as_py()!r})"
+                          for r in rows[:3])
+        raise HardnegError(f"{where}: {len(rows)} rows have a NaN or missing teacher_score: {shown}"
+                           f"{' ...' if len(rows) > 3 else ''}; the teacher failed on them (check the model, its "
+                           f"--dtype, and --max-length), rescore with `hardneg score ... --overwrite`")
+
+
 def _upstream(stage_dir: Path, stage: str, position: int) -> Path | None:
     """The input directory `position` recorded in a finished stage's manifest (e.g. score's data dir), if present."""
     inputs = require_finished(stage_dir, stage).get("inputs", [])
@@ -282,6 +294,7 @@ def run(scored_dir: Path, out: Path, cfg: FilterConfig, overwrite: bool = False,
             if not execution.owns(n) or (w.has(path.name) and (side is None or side.has(path.name))):
                 continue
             table = read_part(path, schemas.SCORED)
+            check_scores(table, str(path))
             mask = near_duplicates(table, norm_text, cfg.dup_threshold, embeddings) if dup else None
             filtered = filter_table(table, cfg, mask)
             if side is not None:

@@ -28,8 +28,9 @@ Trust only what was verified:
   imported data) it descends from; inputs of different datasets are refused.
 
 Test hook: with the environment variable `HARDNEG_TEST_KILL_AFTER_PARTS=N`, the process SIGKILLs itself right
-after writing its N-th part (`StageWriter.write_table`), so tests can kill a stage at a chosen point. Never set it
-outside tests.
+after writing its N-th part (`StageWriter.write_table`), so tests can kill a stage at a chosen point; with
+`HARDNEG_TEST_STALL_AFTER_PARTS=N` and `HARDNEG_TEST_STALL_UNTIL=FILE`, it waits there (up to 10 minutes) until FILE
+exists, so tests can hold a writer mid-stage. Never set them outside tests.
 """
 
 from __future__ import annotations
@@ -67,12 +68,21 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def write_parquet(path: Path, table: pa.Table) -> None:
-    """Write `table` to `path` atomically (temp file, fsync, rename)."""
+    """Write `table` to `path` atomically (temp file, fsync, rename). An I/O error (a full disk) names `path`."""
     tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        if exc.filename is None:  # Arrow's errors carry no file name
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
+        raise
 
 
 _parts_written = 0
@@ -84,6 +94,11 @@ def _test_kill_hook() -> None:
     _parts_written += 1
     if os.environ.get("HARDNEG_TEST_KILL_AFTER_PARTS") == str(_parts_written):
         os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get("HARDNEG_TEST_STALL_AFTER_PARTS") == str(_parts_written):
+        until = Path(os.environ["HARDNEG_TEST_STALL_UNTIL"])
+        end = time.monotonic() + 600
+        while not until.exists() and time.monotonic() < end:
+            time.sleep(0.05)
 
 
 def save_table(path: Path, table: pa.Table) -> int:

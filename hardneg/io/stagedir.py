@@ -244,10 +244,9 @@ def part_paths(stage_dir: Path) -> list[Path]:
 def finished_parts(stage_dir: Path, stage: str | tuple[str, ...]) -> list[Path]:
     """Exactly the parts a finished stage's manifest lists, after `require_finished` verified them."""
     manifest = require_finished(stage_dir, stage)
-    names = manifest.get("files", manifest.get("parts", {}))
-    if "files" not in manifest:  # an older manifest: what is there
+    if "files" not in manifest:  # written by an older hardneg: what is there
         return part_paths(stage_dir)
-    return [Path(stage_dir) / n for n in sorted(names) if n.startswith("part-") and n.endswith(".parquet")]
+    return [Path(stage_dir) / n for n in sorted(manifest["files"]) if n.startswith("part-") and n.endswith(".parquet")]
 
 
 def read_part(path: Path, schema: pa.Schema) -> pa.Table:
@@ -424,29 +423,44 @@ class StageWriter:
         if sharded and self.overwrite:
             raise HardnegError(f"{out}: --overwrite with --shard would delete the other shards' parts; empty the "
                                f"directory once before starting the shards, without --overwrite")
-        if out.exists() and not (out / MANIFEST).exists() and any(
-                p for p in out.iterdir() if p.name not in (LOCK, SHARDS) and not p.name.startswith(".")):
+        if out.exists() and not (out / MANIFEST).exists() and self._foreign_files():
             if self.overwrite:
                 raise HardnegError(f"{out}: not a hardneg output directory; refusing to delete it, choose another --out")
-            if not sharded:
-                raise HardnegError(f"{out}: exists and is not empty; choose another --out or empty it")
+            raise HardnegError(f"{out}: exists and is not empty; choose another --out or empty it")
         try:
-            self.created = not out.exists()
-            out.mkdir(parents=True, exist_ok=True)
+            try:
+                out.mkdir(parents=True)
+                self.created = True
+            except FileExistsError:
+                pass
+            # never delete anything when the lock is refused: the directory is the holder's
             self.locks = lock_stage_dir(out, self.shard)
         except OSError as exc:
-            self._cleanup_created()
             raise HardnegError(f"{out}: cannot write the output directory ({exc.strerror}); choose another --out")
-        except HardnegError:
-            self._cleanup_created()
-            raise
         try:
             self._start()
         except BaseException:
+            if self.created and self.shard[1] == 1:
+                self._remove_own_dir()
             self._release()
-            self._cleanup_created()
             raise
         return self
+
+    def _foreign_files(self) -> bool:
+        """Whether the directory holds anything but a lock, shard markers and temporary files."""
+        return any(p for p in self.out.iterdir() if p.name not in (LOCK, SHARDS) and not p.name.startswith("."))
+
+    def _remove_own_dir(self) -> None:
+        """Delete the output directory this writer started, under its lock: its files first, then the lock file
+        (still held, so no other writer can be inside), then the directory if nobody has created anything since."""
+        for p in list(self.out.iterdir()):
+            if p.name != LOCK:
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+        try:
+            (self.out / LOCK).unlink(missing_ok=True)
+            self.out.rmdir()
+        except OSError:
+            pass
 
     def _start(self) -> None:
         """Under the lock: clear (--overwrite), refuse, or resume."""
@@ -477,18 +491,12 @@ class StageWriter:
             if not sharded:  # a file a killed run was writing is written again (other shards may be writing theirs)
                 for tmp in out.rglob(".*.tmp"):
                     tmp.unlink()
-        elif any(p for p in out.iterdir() if p.name not in (LOCK, SHARDS) and not p.name.startswith(".")):
-            if not sharded:
-                raise HardnegError(f"{out}: exists and is not empty; choose another --out or empty it")
-            self.resumed = True  # another shard may have just started it
+        elif self._foreign_files():
+            raise HardnegError(f"{out}: exists and is not empty; choose another --out or empty it")
         try:
             self._write_manifest(status="running")
         except OSError as exc:
             raise HardnegError(f"{out}: cannot write the output directory ({exc.strerror}); choose another --out")
-
-    def _cleanup_created(self) -> None:
-        if self.created and self.out.is_dir():
-            shutil.rmtree(self.out, ignore_errors=True)
 
     def _release(self) -> None:
         for lock in reversed(self.locks):
@@ -505,18 +513,10 @@ class StageWriter:
         bad_input = (exc_type is not None and issubclass(exc_type, HardnegError) and not self.resumed
                      and self.shard[1] == 1 and not (self.out / SUCCESS).exists())
         try:
-            if bad_input and self.out.is_dir():  # cleared under the lock, removed once released (if still empty)
-                for p in list(self.out.iterdir()):
-                    if p.name != LOCK:
-                        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            if bad_input and self.out.is_dir():
+                self._remove_own_dir()
         finally:
             self._release()
-        if bad_input:
-            try:
-                (self.out / LOCK).unlink(missing_ok=True)
-                self.out.rmdir()
-            except OSError:
-                pass
         return False
 
     # -- parts -----------------------------------------------------------------------------------------------

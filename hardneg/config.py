@@ -7,6 +7,7 @@ resolved dict (`asdict`) is what a stage records in its manifest and compares on
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,7 +173,22 @@ def validate(cfg, source: str = "options"):
         value = getattr(cfg, f.name)
         if f.name in CHOICES and value not in CHOICES[f.name]:
             raise HardnegError(f"{source}: {f.name} = {value!r} is not one of {', '.join(CHOICES[f.name])}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise HardnegError(f"{source}: {f.name} = {value} is not a finite number")
+    for name in ("top_k", "first_window", "batch_size", "query_batch_size", "encode_chunk_size", "ivf_nprobe",
+                 "hnsw_m", "max_seq_length", "max_length"):
+        if getattr(cfg, name, None) is not None and getattr(cfg, name) < 1:
+            raise HardnegError(f"{source}: {name} must be at least 1; got {getattr(cfg, name)}")
+    for name in ("ivf_nlist", "hnsw_ef_search", "max_promoted_per_query", "max_positives_per_query", "rrf_k"):
+        if getattr(cfg, name, None) is not None and getattr(cfg, name) < 0:
+            raise HardnegError(f"{source}: {name} must be >= 0; got {getattr(cfg, name)}")
     if isinstance(cfg, FilterConfig):
+        if not 0 < cfg.ratio <= 1:
+            raise HardnegError(f"{source}: ratio = {cfg.ratio} must be in (0, 1] (perc-pos drops a candidate scoring "
+                               f"above ratio x its positive's score; 0.95 is the usual choice)")
+        if cfg.min_score is not None and cfg.max_score is not None and cfg.min_score >= cfg.max_score:
+            raise HardnegError(f"{source}: min_score = {cfg.min_score} is not below max_score = {cfg.max_score}; "
+                               f"every candidate would be dropped")
         for rule in cfg.rules:
             if rule not in FILTER_RULES:
                 raise HardnegError(f"{source}: unknown filter rule {rule!r}; choose from {', '.join(FILTER_RULES)}")
@@ -215,10 +231,6 @@ def validate(cfg, source: str = "options"):
             from hardneg.onnx_backend import require
 
             require(cfg.backend)
-    for name in ("top_k", "first_window", "batch_size", "query_batch_size", "encode_chunk_size", "ivf_nprobe",
-                 "hnsw_m"):
-        if hasattr(cfg, name) and getattr(cfg, name) < 1:
-            raise HardnegError(f"{source}: {name} must be at least 1")
     return cfg
 
 

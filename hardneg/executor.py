@@ -157,13 +157,22 @@ def ray_init():
     except ImportError:
         raise HardnegError("--executor ray needs Ray: pip install 'hardneg[ray]'") from None
     if not ray.is_initialized():
+        import signal
+        import threading
+
         os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # the C++ core logs; failures still raise
+        main = threading.current_thread() is threading.main_thread()
+        handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
         try:
             ray.init(address=os.environ.get("RAY_ADDRESS") or None, include_dashboard=False, log_to_driver=False,
                      logging_level="ERROR", configure_logging=True)
         except ConnectionError as exc:
             raise HardnegError(f"RAY_ADDRESS={os.environ.get('RAY_ADDRESS')}: cannot connect to Ray ({exc}); start "
                                f"it with `ray start --head` or unset RAY_ADDRESS for a local instance") from None
+        finally:
+            for s, h in handlers.items():  # Ray's own SIGTERM handler exits without a word: keep hardneg's clean stop
+                if h is not None:
+                    signal.signal(s, h)
     from ray.data import DataContext
 
     ctx = DataContext.get_current()

@@ -162,6 +162,52 @@ def resolve(name: str, allow_download: bool = False) -> str:
     )
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+def checkpoint_keys(folder: str) -> set[str] | None:
+    """The tensor names of a local transformers checkpoint (safetensors, or a PyTorch .bin), or None when there is
+    no local checkpoint to read (a hub name: not checked)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        try:
+            from huggingface_hub import snapshot_download
+
+            folder = Path(snapshot_download(str(folder), local_files_only=True))
+        except Exception:  # not in the cache in a form we can read: nothing to check
+            return None
+    keys: set[str] = set()
+    st = sorted(folder.glob("*.safetensors"))
+    if st:
+        from safetensors import safe_open
+
+        for f in st:
+            with safe_open(str(f), framework="pt") as fh:
+                keys.update(fh.keys())
+        return keys
+    bins = sorted(folder.glob("pytorch_model*.bin"))
+    if bins:
+        import torch
+
+        for f in bins:
+            keys.update(torch.load(f, map_location="meta", weights_only=True, mmap=True).keys())
+        return keys
+    return None
+
+
+def untrained_head(model, folder: str) -> list[str]:
+    """The weights of a sequence-classification model's head (everything outside its base model) that its
+    checkpoint does not have: transformers initialized them at random."""
+    keys = checkpoint_keys(folder)
+    if keys is None:
+        return []
+    prefix = getattr(model, "base_model_prefix", "")
+    head = [k for k in model.state_dict() if prefix and not k.startswith(prefix + ".")]
+    return [k for k in head if k not in keys]
+
+
 def set_dtype(module, device, dtype: str | None, name: str) -> None:
     """Cast a loaded model to float16/bfloat16 (CUDA only); `auto`/`float32`/None leave it in float32."""
     if dtype in (None, "auto", "float32"):
@@ -193,8 +239,9 @@ def load_sentence_transformer(name: str, device: str | None, max_seq_length: int
 
     try:
         model = SentenceTransformer(target, device=device, local_files_only=not allow_download)
-    except OSError as exc:
-        raise HardnegError(f"model {name!r}: cannot load it as a sentence-transformers model ({exc})") from None
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise HardnegError(f"model {name!r}: cannot load it as a sentence-transformers model "
+                           f"({_first_line(exc)})") from None
     if max_seq_length:
         model.max_seq_length = max_seq_length
     set_dtype(model, model.device, dtype, name)
@@ -210,8 +257,13 @@ def load_cross_encoder(name: str, device: str | None, max_length: int | None, al
 
     try:
         model = CrossEncoder(target, device=device, max_length=max_length, local_files_only=not allow_download)
-    except OSError as exc:
-        raise HardnegError(f"model {name!r}: cannot load it as a cross-encoder ({exc})") from None
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise HardnegError(f"model {name!r}: cannot load it as a cross-encoder ({_first_line(exc)})") from None
+    missing = untrained_head(model.model, target)
+    if missing:
+        raise HardnegError(f"model {name!r}: its checkpoint has no classification head ({', '.join(missing[:2])} "
+                           f"missing), so a cross-encoder would score with random weights; pass a trained "
+                           f"cross-encoder, or --teacher-kind bi-encoder for an embedding model")
     set_dtype(model.model, model.device, dtype, name)
     return model
 

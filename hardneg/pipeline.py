@@ -1,7 +1,9 @@
 """`hardneg run`: every stage from one config file, into one run directory, like `make` over stage directories.
 
-A stage whose finished output has the same resolved config and inputs is skipped; an unfinished one resumes; a
-finished one whose config or inputs changed is rebuilt only with `overwrite=True`, and so is everything after it.
+A stage whose finished output has the same resolved config and inputs (by content) and whose files are intact (the
+sizes and sha256 its manifest lists; the training file's too) is skipped; an unfinished one resumes; a finished one
+whose config, inputs or source files changed, or whose files were altered, is rebuilt only with `overwrite=True`,
+and so is everything after it. The import notices an edited source by its size and mtime, then its sha256.
 """
 
 from __future__ import annotations
@@ -12,20 +14,40 @@ from pathlib import Path
 from hardneg.config import PipelineConfig, asdict
 from hardneg.errors import HardnegError
 from hardneg.executor import LOCAL, Execution
-from hardneg.io.stagedir import MANIFEST, SUCCESS, manifest_digest, read_manifest
+from hardneg.io.stagedir import MANIFEST, SUCCESS, content_digest, file_sha256, read_manifest, verify_files
 from hardneg.stages import export, filter, import_, index, mine, relabel, score
 
 LAYOUT = {"import": "data", "index": "index", "mine": "mined", "score": "scored", "filter": "filtered",
           "relabel": "relabeled"}
 
 
-def _state(out: Path, config: dict, inputs: list[Path], manifest_path: Path) -> str:
-    """'missing', 'current' (finished, same config and inputs) or 'stale'."""
+def _state(out: Path, config: dict, inputs: list[Path], manifest_path: Path, changed=None) -> tuple[str, str]:
+    """('missing' | 'current' | 'stale', why): current = finished, same config, same inputs by content, files
+    intact. `changed(manifest)` (import) names a source file that changed, or returns None."""
     if not manifest_path.exists() or (out.is_dir() and not (out / SUCCESS).exists()):
-        return "missing"
-    old = json.loads(manifest_path.read_text())
-    digests = [{"path": str(p), "manifest_sha256": manifest_digest(p)} for p in inputs]
-    return "current" if old.get("config") == config and old.get("inputs") == digests else "stale"
+        return "missing", ""
+    try:
+        old = json.loads(manifest_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return "stale", f"{manifest_path}: not valid JSON ({exc})"
+    if changed is not None:
+        why = changed(old)
+        if why:
+            return "stale", why
+    elif old.get("config") != config:
+        return "stale", f"{out}: was built with another config"
+    elif [i.get("digest") for i in old.get("inputs", [])] != [content_digest(p) for p in inputs]:
+        return "stale", f"{out}: was built from other input content"
+    try:
+        if out.is_dir():
+            verify_files(out, old)
+        else:
+            rec = old.get("file")
+            if rec is None or not out.exists() or out.stat().st_size != rec["bytes"] or file_sha256(out) != rec["sha256"]:
+                return "stale", f"{out}: missing, truncated or altered since its manifest was written"
+    except HardnegError as exc:
+        return "stale", str(exc)
+    return "current", ""
 
 
 def run(src: Path, out: Path, cfg: PipelineConfig, overwrite: bool = False, log=print,
@@ -36,10 +58,21 @@ def run(src: Path, out: Path, cfg: PipelineConfig, overwrite: bool = False, log=
     paths = {stage: out / name for stage, name in LAYOUT.items()}
     fmt_ext = ".jsonl" if cfg.export.format == "flagembedding" else ".parquet"
     paths["export"] = out / f"train{fmt_ext}"
+    created = not out.exists()
     if (src / SUCCESS).exists() and read_manifest(src).get("stage") == "import":
         paths["import"] = src
     else:
         out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run(src, out, cfg, overwrite, log, execution, paths)
+    except HardnegError:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # a run that failed before writing anything leaves no empty --out behind
+        raise
+
+
+def _run(src: Path, out: Path, cfg: PipelineConfig, overwrite: bool, log, execution: Execution,
+         paths: dict[str, Path]) -> dict[str, Path]:
     data = paths["import"]
 
     steps = [
@@ -63,16 +96,16 @@ def run(src: Path, out: Path, cfg: PipelineConfig, overwrite: bool = False, log=
             log(f"[import] using the imported data in {src}")
             continue
         manifest_path = Path(f"{target}.manifest.json") if stage == "export" else target / MANIFEST
-        config = (import_.resolved_config(src, stage_cfg) if stage == "import"
-                  else stage_cfg() if callable(stage_cfg) else asdict(stage_cfg))
-        state = _state(target, config, inputs, manifest_path)
+        config = (None if stage == "import" else stage_cfg() if callable(stage_cfg) else asdict(stage_cfg))
+        changed = (lambda m: import_.source_changed(src, cfg.import_, m)) if stage == "import" else None
+        state, why = _state(target, config, inputs, manifest_path, changed)
         if state == "current":
             log(f"[{stage}] up to date: {target}")
             continue
         if state == "stale" and not overwrite:
-            raise HardnegError(
-                f"{target}: was built with another config or input; pass --overwrite to rebuild it and what follows"
-            )
+            raise HardnegError(f"{why}; pass --overwrite to rebuild it and what follows")
+        if state == "stale":
+            log(f"[{stage}] rebuilding: {why}")
         log(f"[{stage}] -> {target}")
         # a training file without its manifest is one a killed export was writing: replace it
         fn(target, state == "stale" or (stage == "export" and target.exists()))

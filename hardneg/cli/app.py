@@ -26,6 +26,14 @@ def root(debug: bool = typer.Option(False, "--debug", envvar="HARDNEG_DEBUG", he
         os.environ["HARDNEG_DEBUG"] = "1"
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM (or SIGINT) as an exception: stops a stage like Ctrl-C does (see `hardneg.cli.main`)."""
+
+    def __init__(self, signum: int = 2):
+        super().__init__(signum)
+        self.signum = signum
+
+
 def command(name: str, help: str):
     """Register a command; a HardnegError it raises becomes `error: ...` on stderr and exit code 2.
 
@@ -41,6 +49,12 @@ def command(name: str, help: str):
             except AlreadyFinished as exc:  # a requeued shard of a finished stage
                 typer.echo(str(exc), err=True)
                 return None
+            except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (a scheduler's kill) turned into Interrupted
+                signum = getattr(exc, "signum", 2)
+                name = "SIGTERM" if signum == 15 else "SIGINT"
+                typer.echo(f"interrupted ({name}): the finished parts are kept; rerun the same command to resume",
+                           err=True)
+                raise typer.Exit(128 + signum) from None
             except (HardnegError, OSError) as exc:
                 if os.environ.get("HARDNEG_DEBUG", "") not in ("", "0"):
                     raise

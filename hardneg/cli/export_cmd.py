@@ -21,4 +21,9 @@ def export_cmd(
 
     cfg = ExportConfig(format=format.value, max_positives_per_query=max_positives_per_query, prompt=prompt)
     manifest = export.run(relabeled, data, out, validate(cfg), overwrite)
-    typer.echo(f"wrote {out} ({manifest['summary']['rows']} {format.value} rows)")
+    s = manifest["summary"]
+    left = [f"{s[k]} {label}" for k, label in (
+        ("queries_without_negatives", "queries without negatives left out"),
+        ("queries_with_fewer_negatives", f"queries with fewer than {s.get('negatives_per_row')} negatives left out"),
+    ) if s.get(k)]
+    typer.echo(f"wrote {out} ({s['rows']} {format.value} rows{''.join('; ' + x for x in left)})")

@@ -11,18 +11,37 @@ A stage directory is the only thing stages exchange. Its contract:
   `_shards/shard-I-of-N.json` when its parts are written, and the one that finds all N markers finishes the stage
   (`claim_finish`). The others report their shard done and leave `_SUCCESS` to it.
 
+Trust only what was verified:
+
+* one writer per directory: every writer holds `_lock` (a `flock`, released by the kernel when its process ends,
+  so a SIGKILLed run never leaves a stale lock); while held it names the holder (pid@host). A second writer is
+  refused with one line naming it. The shards of one stage share the lock (shared mode) and each shard id holds an
+  exclusive lease `_shards/lease-I-of-N`, so two copies of the same shard are refused too. `--overwrite` takes the
+  lock before deleting anything (it clears everything but `_lock`), and never deletes or writes inside a directory
+  the same command reads (`check_not_input`);
+* the finished manifest lists every file of the stage (`files`: bytes and sha256, all files but the top-level ones
+  whose names start with `_` or `.`); `require_finished` refuses a missing, extra (`part-*.parquet` not listed),
+  resized or altered file with one line: sizes are checked on every call, sha256 once per file per process
+  (memoized on path, size, mtime and inode);
+* lineage by content: a stage records each input as its `content_digest` (stage, config and the sha256 of its
+  files; the paths do not count, so a moved run is the same input) and the `dataset` (the content digest of the
+  imported data) it descends from; inputs of different datasets are refused.
+
 Test hook: with the environment variable `HARDNEG_TEST_KILL_AFTER_PARTS=N`, the process SIGKILLs itself right
-after writing its N-th part (`StageWriter.write_table`), so tests can kill a stage at a chosen point. Never set it
-outside tests.
+after writing its N-th part (`StageWriter.write_table`), so tests can kill a stage at a chosen point; with
+`HARDNEG_TEST_STALL_AFTER_PARTS=N` and `HARDNEG_TEST_STALL_UNTIL=FILE`, it waits there (up to 10 minutes) until FILE
+exists, so tests can hold a writer mid-stage. Never set them outside tests.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import shutil
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -36,6 +55,7 @@ from hardneg.schemas import conform
 MANIFEST = "_manifest.json"
 SUCCESS = "_SUCCESS"
 SHARDS = "_shards"  # the shards' markers and the finishing lock (--shard I/N)
+LOCK = "_lock"  # the writer lock (flock); names its holder while held
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -48,12 +68,21 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def write_parquet(path: Path, table: pa.Table) -> None:
-    """Write `table` to `path` atomically (temp file, fsync, rename)."""
+    """Write `table` to `path` atomically (temp file, fsync, rename). An I/O error (a full disk) names `path`."""
     tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        if exc.filename is None:  # Arrow's errors carry no file name
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
+        raise
 
 
 _parts_written = 0
@@ -65,6 +94,11 @@ def _test_kill_hook() -> None:
     _parts_written += 1
     if os.environ.get("HARDNEG_TEST_KILL_AFTER_PARTS") == str(_parts_written):
         os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get("HARDNEG_TEST_STALL_AFTER_PARTS") == str(_parts_written):
+        until = Path(os.environ["HARDNEG_TEST_STALL_UNTIL"])
+        end = time.monotonic() + 600
+        while not until.exists() and time.monotonic() < end:
+            time.sleep(0.05)
 
 
 def save_table(path: Path, table: pa.Table) -> int:
@@ -79,11 +113,107 @@ def manifest_digest(stage_dir: Path) -> str:
 
 
 def read_manifest(stage_dir: Path) -> dict:
-    return json.loads((Path(stage_dir) / MANIFEST).read_text())
+    path = Path(stage_dir) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise HardnegError(f"{path}: not valid JSON ({exc}); the stage output is damaged: rebuild it with "
+                           f"--overwrite") from None
+    except UnicodeDecodeError:
+        raise HardnegError(f"{path}: not UTF-8 text; the stage output is damaged: rebuild it with --overwrite") from None
+    if not isinstance(manifest, dict):
+        raise HardnegError(f"{path}: not a hardneg manifest (a JSON object is expected); rebuild it with --overwrite")
+    return manifest
 
 
-def require_finished(stage_dir: Path, stage: str | tuple[str, ...]) -> dict:
-    """Check that `stage_dir` is a finished output of `stage` and return its manifest."""
+# -- file digests and verification -------------------------------------------------------------------------------
+
+def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+_VERIFIED: dict[tuple, str] = {}  # (path, size, mtime_ns, inode) -> sha256, so a file is hashed once per process
+
+
+def cached_sha256(path: Path) -> str:
+    st = os.stat(path)
+    key = (str(Path(path).absolute()), st.st_size, st.st_mtime_ns, st.st_ino)
+    digest = _VERIFIED.get(key)
+    if digest is None:
+        digest = _VERIFIED[key] = file_sha256(path)
+    return digest
+
+
+def listed_files(stage_dir: Path) -> dict[str, dict]:
+    """Every file of a stage directory but the top-level `_*` (manifest, _SUCCESS, lock, shard markers) and `.*`
+    (temporary) entries: {relative path: {"bytes", "sha256"}}."""
+    stage_dir = Path(stage_dir)
+    out = {}
+    for p in sorted(stage_dir.rglob("*")):
+        rel = p.relative_to(stage_dir)
+        if rel.parts[0].startswith(("_", ".")) or p.name.startswith(".") or not p.is_file():
+            continue
+        out[rel.as_posix()] = {"bytes": p.stat().st_size, "sha256": cached_sha256(p)}
+    return out
+
+
+def verify_files(stage_dir: Path, manifest: dict, digests: bool = True) -> None:
+    """Refuse (one line) a file the manifest lists that is missing, resized or (with `digests`) altered, and a
+    `part-*.parquet` it does not list. A manifest without `files` (an older hardneg) is not checked."""
+    files = manifest.get("files")
+    if files is None:
+        return
+    stage_dir = Path(stage_dir)
+    fix = f"rebuild it: `hardneg {manifest.get('stage')} ... --overwrite` (or `hardneg run --overwrite`)"
+    for name, meta in files.items():
+        p = stage_dir / name
+        try:
+            size = p.stat().st_size
+        except FileNotFoundError:
+            raise HardnegError(f"{p}: missing, but {stage_dir / MANIFEST} lists it; the stage output is damaged, "
+                               f"{fix}") from None
+        if size != meta["bytes"]:
+            raise HardnegError(f"{p}: has {size} bytes, {stage_dir / MANIFEST} says {meta['bytes']} (altered or "
+                               f"truncated after the stage finished); {fix}")
+        if digests and cached_sha256(p) != meta["sha256"]:
+            raise HardnegError(f"{p}: its content differs from the sha256 in {stage_dir / MANIFEST} (altered after "
+                               f"the stage finished); {fix}")
+    extra = [p for p in sorted(stage_dir.glob("part-*.parquet")) if p.name not in files]
+    if extra:
+        raise HardnegError(f"{extra[0]}: not listed in {stage_dir / MANIFEST} (copied in after the stage finished?); "
+                           f"remove it, or {fix}")
+
+
+def content_digest(stage_dir: Path, manifest: dict | None = None) -> str:
+    """What a finished stage *is*, independent of where it lives: sha256 of its stage, config (an import's without
+    the source paths) and its files' sha256. Same content under another path -> same digest. A manifest without
+    `files` (an older hardneg) falls back to the sha256 of the manifest's bytes."""
+    manifest = read_manifest(stage_dir) if manifest is None else manifest
+    if "files" not in manifest:
+        return manifest_digest(stage_dir)
+    config = manifest.get("config") or {}
+    if manifest.get("stage") == "import":
+        config = {k: v for k, v in config.items() if k not in ("source", "files")}
+    identity = {"stage": manifest.get("stage"), "config": config,
+                "files": {name: meta["sha256"] for name, meta in manifest["files"].items()}}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def dataset_digest(stage_dir: Path, manifest: dict | None = None) -> str | None:
+    """The content digest of the imported data a finished stage descends from (its own, for an import)."""
+    manifest = read_manifest(stage_dir) if manifest is None else manifest
+    if manifest.get("stage") == "import":
+        return content_digest(stage_dir, manifest)
+    return manifest.get("dataset")
+
+
+def require_finished(stage_dir: Path, stage: str | tuple[str, ...], verify: bool = True) -> dict:
+    """Check that `stage_dir` is a finished output of `stage`, with every file its manifest lists (sizes always,
+    sha256 once per process, see `verify_files`), and return its manifest."""
     stage_dir = Path(stage_dir)
     stages = (stage,) if isinstance(stage, str) else stage
     if not stage_dir.is_dir():
@@ -95,17 +225,28 @@ def require_finished(stage_dir: Path, stage: str | tuple[str, ...]) -> dict:
         )
     try:
         manifest = read_manifest(stage_dir)
-    except (OSError, json.JSONDecodeError) as exc:
+    except OSError as exc:
         raise HardnegError(f"{stage_dir / MANIFEST}: unreadable manifest ({exc}); rerun the stage with --overwrite")
     if manifest.get("stage") not in stages:
         raise HardnegError(
             f"{stage_dir}: is the output of `{manifest.get('stage')}`, but a {'/'.join(stages)} output is needed here"
         )
+    if verify:
+        verify_files(stage_dir, manifest)
     return manifest
 
 
 def part_paths(stage_dir: Path) -> list[Path]:
+    """The parts present in a directory (a writer's own output). For a finished input, use `finished_parts`."""
     return sorted(Path(stage_dir).glob("part-*.parquet"))
+
+
+def finished_parts(stage_dir: Path, stage: str | tuple[str, ...]) -> list[Path]:
+    """Exactly the parts a finished stage's manifest lists, after `require_finished` verified them."""
+    manifest = require_finished(stage_dir, stage)
+    if "files" not in manifest:  # written by an older hardneg: what is there
+        return part_paths(stage_dir)
+    return [Path(stage_dir) / n for n in sorted(manifest["files"]) if n.startswith("part-") and n.endswith(".parquet")]
 
 
 def read_part(path: Path, schema: pa.Schema) -> pa.Table:
@@ -117,26 +258,137 @@ def read_part(path: Path, schema: pa.Schema) -> pa.Table:
 
 
 def read_stage(stage_dir: Path, stage: str | tuple[str, ...], schema: pa.Schema) -> pa.Table:
-    """Read all parts of a finished stage directory as one table with `schema`."""
-    require_finished(stage_dir, stage)
-    parts = [read_part(p, schema) for p in part_paths(stage_dir)]
+    """Read exactly the parts a finished stage directory's manifest lists, verified, as one table with `schema`."""
+    parts = [read_part(p, schema) for p in finished_parts(stage_dir, stage)]
     return pa.concat_tables(parts) if parts else schema.empty_table()
+
+
+# -- inputs are never outputs -----------------------------------------------------------------------------------
+
+def _inside(a: Path, b: Path) -> bool:
+    """Whether path `a` is `b` or inside it (symlinks resolved)."""
+    a, b = Path(a).resolve(), Path(b).resolve()
+    return a == b or b in a.parents
+
+
+def check_not_input(out: Path, reads: list[Path], may_nest: bool = False) -> None:
+    """Refuse an output that is, is inside, or contains a directory or file the same command reads (`may_nest`:
+    only one that is or contains it, e.g. an import's --out inside its source folder)."""
+    for r in reads:
+        if r is None:
+            continue
+        if (_inside(out, r) and not may_nest) or _inside(r, out):
+            raise HardnegError(f"{out}: is {'inside ' if Path(out).resolve() != Path(r).resolve() else ''}{r}, which "
+                               f"this command reads; choose an --out outside its inputs (--overwrite would delete "
+                               f"or change its own input)")
+
+
+# -- one writer per directory -----------------------------------------------------------------------------------
+
+def _holder_text(path: Path) -> str:
+    try:
+        info = json.loads(Path(path).read_text() or "{}")
+    except (OSError, ValueError):
+        info = {}
+    if not info:
+        return "another process"
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.get("started", 0)))
+    what = f" (shard {info['shard'][0]}/{info['shard'][1]})" if info.get("shard") else ""
+    return f"pid {info.get('pid')}@{info.get('host')}{what}, since {since}"
+
+
+class DirLock:
+    """An flock on `path`, exclusive or shared, non-blocking; its holder's pid and host are written in `info_path`
+    while held (emptied on release). The kernel releases it when the process ends, however it ends."""
+
+    def __init__(self, path: Path, shared: bool = False, info_path: Path | None = None, shard=None):
+        import fcntl
+
+        self.path = Path(path)
+        self.info_path = Path(info_path) if info_path else (None if shared else self.path)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(self.fd)
+            self.fd = None
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise BlockingIOError(exc.errno, "held") from None
+            raise HardnegError(f"{self.path}: cannot lock it ({exc.strerror}); hardneg needs a filesystem with "
+                               f"flock (local disks, NFSv4, Lustre and GPFS have it)") from None
+        if self.info_path is not None:
+            info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
+                    **({"shard": list(shard)} if shard else {})}
+            if self.info_path == self.path:
+                os.ftruncate(self.fd, 0)
+                os.pwrite(self.fd, json.dumps(info).encode(), 0)
+            else:
+                self.info_path.write_text(json.dumps(info))
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            if self.info_path == self.path:
+                os.ftruncate(self.fd, 0)
+            elif self.info_path is not None and self.info_path.exists():
+                self.info_path.unlink()
+        except OSError:
+            pass
+        os.close(self.fd)  # releases the flock
+        self.fd = None
+
+
+def lock_stage_dir(out: Path, shard: tuple[int, int] = (0, 1)) -> list[DirLock]:
+    """Take `out`'s writer lock (exclusive; shared among the shards of a stage, each shard id exclusive), or raise
+    a one-line HardnegError naming the holder."""
+    out = Path(out)
+    i, n = shard
+    if n == 1:
+        try:
+            return [DirLock(out / LOCK)]
+        except BlockingIOError:
+            leases = [p for p in sorted((out / SHARDS).glob("lease-*-of-*")) if not p.name.endswith(".lock")]
+            holder = _holder_text(leases[0]) if leases else _holder_text(out / LOCK)
+            raise HardnegError(f"{out}: another hardneg process is writing it ({holder}); wait for it to end, or "
+                               f"stop it, then rerun") from None
+    try:
+        common = DirLock(out / LOCK, shared=True)
+    except BlockingIOError:
+        raise HardnegError(f"{out}: another hardneg process is writing it ({_holder_text(out / LOCK)}); wait for "
+                           f"it to end, or stop it, then rerun the shard") from None
+    (out / SHARDS).mkdir(exist_ok=True)
+    lease = out / SHARDS / f"lease-{i}-of-{n}"
+    try:
+        mine = DirLock(Path(f"{lease}.lock"), info_path=lease, shard=shard)
+    except BlockingIOError:
+        common.release()
+        raise HardnegError(f"{out}: shard {i}/{n} is already being written ({_holder_text(lease)}); each shard id "
+                           f"runs once at a time") from None
+    return [common, mine]
 
 
 class StageWriter:
     """Writes one stage directory. Use as a context manager; call `finish()` when every part is written.
 
-    A `HardnegError` raised inside the block removes the directory if this run started it (its input was bad,
-    nothing in it is worth resuming); a resumed directory keeps the parts finished before. Any other interruption
-    (Ctrl-C, a kill, a full disk) leaves the finished parts for a rerun to resume from.
+    Holds the directory's writer lock from `__enter__` to `__exit__` (see `lock_stage_dir`). A `HardnegError` raised
+    inside the block removes the directory if this run started it (its input was bad, nothing in it is worth
+    resuming); a resumed directory keeps the parts finished before. Any other interruption (Ctrl-C, a kill, a full
+    disk) leaves the finished parts for a rerun to resume from. `reads` are the paths the command reads besides
+    `inputs` (never written to, never deleted by --overwrite).
     """
 
     def __init__(self, out: Path, stage: str, config: dict, inputs: list[Path] | None = None, overwrite: bool = False,
-                 shard: tuple[int, int] = (0, 1), requeue_ok: bool = True):
+                 shard: tuple[int, int] = (0, 1), requeue_ok: bool = True, reads: list[Path] | None = None):
         self.out = Path(out)
         self.stage = stage
         self.config = config
-        self.inputs = [{"path": str(Path(p)), "manifest_sha256": manifest_digest(p)} for p in (inputs or [])]
+        self.input_dirs = [Path(p) for p in (inputs or [])]
+        check_not_input(self.out, [*self.input_dirs, *(reads or [])], may_nest=stage == "import")
+        manifests = [read_manifest(p) for p in self.input_dirs]
+        self.inputs = [{"path": str(p), "stage": m.get("stage"), "digest": content_digest(p, m)}
+                       for p, m in zip(self.input_dirs, manifests)]
+        self.dataset = self._dataset(manifests)
         self.overwrite = overwrite
         self.started = time.time()
         self.parts: dict[str, int] = {}
@@ -144,6 +396,23 @@ class StageWriter:
         self.shard = shard
         self.shard_stats: dict = {}
         self.requeue_ok = requeue_ok  # a shard of an already finished, identical stage is a no-op (AlreadyFinished)
+        self.locks: list[DirLock] = []
+        self.created = False
+
+    def _dataset(self, manifests: list[dict]) -> str | None:
+        """The dataset every input descends from; inputs from different datasets are refused."""
+        seen: dict[str, Path] = {}
+        for p, m in zip(self.input_dirs, manifests):
+            d = dataset_digest(p, m)
+            if d is not None:
+                seen.setdefault(d, p)
+        if len(seen) > 1:
+            (d1, p1), (d2, p2) = list(seen.items())[:2]
+            data = p1 if read_manifest(p1).get("stage") == "import" else p2
+            other = p2 if data == p1 else p1
+            raise HardnegError(f"{data}: is not the dataset {other} was built from (their contents differ); pass "
+                               f"the same --data that built {other}, or rebuild it from this one")
+        return next(iter(seen), None)
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def __enter__(self) -> "StageWriter":
@@ -154,10 +423,57 @@ class StageWriter:
         if sharded and self.overwrite:
             raise HardnegError(f"{out}: --overwrite with --shard would delete the other shards' parts; empty the "
                                f"directory once before starting the shards, without --overwrite")
-        if out.exists() and self.overwrite:
-            if any(out.iterdir()) and not (out / MANIFEST).exists():
+        if out.exists() and not (out / MANIFEST).exists() and self._foreign_files():
+            if self.overwrite:
                 raise HardnegError(f"{out}: not a hardneg output directory; refusing to delete it, choose another --out")
-            shutil.rmtree(out)
+            raise HardnegError(f"{out}: exists and is not empty; choose another --out or empty it")
+        try:
+            try:
+                out.mkdir(parents=True)
+                self.created = True
+            except FileExistsError:
+                pass
+            # never delete anything when the lock is refused: the directory is the holder's
+            self.locks = lock_stage_dir(out, self.shard)
+        except OSError as exc:
+            raise HardnegError(f"{out}: cannot write the output directory ({exc.strerror}); choose another --out")
+        try:
+            self._start()
+        except BaseException:
+            if self.created and self.shard[1] == 1:
+                self._remove_own_dir()
+            self._release()
+            raise
+        return self
+
+    def _foreign_files(self) -> bool:
+        """Whether the directory holds anything but a lock, shard markers and temporary files."""
+        return any(p for p in self.out.iterdir() if p.name not in (LOCK, SHARDS) and not p.name.startswith("."))
+
+    def _remove_own_dir(self) -> None:
+        """Delete the output directory this writer started, under its lock: its files first, then the lock file
+        (still held, so no other writer can be inside), then the directory if nobody has created anything since."""
+        for p in list(self.out.iterdir()):
+            if p.name != LOCK:
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+        try:
+            (self.out / LOCK).unlink(missing_ok=True)
+            self.out.rmdir()
+        except OSError:
+            pass
+
+    def _start(self) -> None:
+        """Under the lock: clear (--overwrite), refuse, or resume."""
+        out = self.out
+        sharded = self.shard[1] > 1
+        if self.overwrite:
+            for p in out.iterdir():
+                if p.name == LOCK:
+                    continue
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink()
         if (out / SUCCESS).exists():
             if sharded and self.requeue_ok and self._same_run(read_manifest(out)):
                 i, n = self.shard
@@ -173,27 +489,34 @@ class StageWriter:
                 )
             self.resumed = True
             if not sharded:  # a file a killed run was writing is written again (other shards may be writing theirs)
-                for tmp in out.glob(".*.tmp"):
+                for tmp in out.rglob(".*.tmp"):
                     tmp.unlink()
-        elif out.exists() and any(p for p in out.iterdir() if not p.name.startswith(".")):
-            if not (sharded and (out / MANIFEST).exists()):  # another shard may have just started it
-                raise HardnegError(f"{out}: exists and is not empty; choose another --out or empty it")
-            self.resumed = True
+        elif self._foreign_files():
+            raise HardnegError(f"{out}: exists and is not empty; choose another --out or empty it")
         try:
-            out.mkdir(parents=True, exist_ok=True)
             self._write_manifest(status="running")
         except OSError as exc:
             raise HardnegError(f"{out}: cannot write the output directory ({exc.strerror}); choose another --out")
-        return self
+
+    def _release(self) -> None:
+        for lock in reversed(self.locks):
+            lock.release()
+        self.locks = []
 
     def _same_run(self, manifest: dict) -> bool:
-        return (manifest.get("stage"), manifest.get("config"), manifest.get("inputs")) == (
-            self.stage, self.config, self.inputs)
+        """Same stage, config and inputs (by content: the inputs' paths do not matter)."""
+        old = [i.get("digest", i.get("manifest_sha256")) for i in manifest.get("inputs", [])]
+        return (manifest.get("stage"), manifest.get("config"), old) == (
+            self.stage, self.config, [i["digest"] for i in self.inputs])
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc_type is not None and issubclass(exc_type, HardnegError) and not self.resumed and self.shard[1] == 1:
-            if not (self.out / SUCCESS).exists():
-                shutil.rmtree(self.out, ignore_errors=True)
+        bad_input = (exc_type is not None and issubclass(exc_type, HardnegError) and not self.resumed
+                     and self.shard[1] == 1 and not (self.out / SUCCESS).exists())
+        try:
+            if bad_input and self.out.is_dir():
+                self._remove_own_dir()
+        finally:
+            self._release()
         return False
 
     # -- parts -----------------------------------------------------------------------------------------------
@@ -250,11 +573,13 @@ class StageWriter:
     def write_json(self, name: str, obj) -> None:
         atomic_write_bytes(self.out / name, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
-    def finish(self, summary: dict | None = None, models: dict | None = None) -> dict:
+    def finish(self, summary: dict | None = None, models: dict | None = None, **extra) -> dict:
+        """Write the finished manifest (with every file's size and sha256, see `listed_files`), then `_SUCCESS`."""
         for p in part_paths(self.out):
             if p.name not in self.parts:  # written by an earlier, interrupted run, or by another shard
                 self.parts[p.name] = pq.ParquetFile(p).metadata.num_rows
-        manifest = self._write_manifest(status="finished", summary=summary or {}, models=models or {})
+        manifest = self._write_manifest(status="finished", summary=summary or {}, models=models or {},
+                                        files=listed_files(self.out), **extra)
         atomic_write_bytes(self.out / SUCCESS, b"")
         dir_fd = os.open(self.out, os.O_RDONLY)
         try:
@@ -270,6 +595,7 @@ class StageWriter:
             "status": status,
             "config": self.config,
             "inputs": self.inputs,
+            **({"dataset": self.dataset} if self.dataset else {}),
             **extra,
         }
         if status == "finished":

@@ -27,7 +27,8 @@ from hardneg import schemas
 from hardneg.config import ExportConfig, asdict
 from hardneg.errors import HardnegError
 from hardneg.io import data
-from hardneg.io.stagedir import atomic_write_bytes, manifest_digest, read_stage, write_parquet
+from hardneg.io.stagedir import (atomic_write_bytes, check_not_input, content_digest, dataset_digest, file_sha256,
+                                 read_stage, require_finished, write_parquet)
 
 
 def grouped(relabeled: pa.Table, tables: dict[str, pa.Table], max_positives: int) -> pl.DataFrame:
@@ -121,8 +122,14 @@ def run(relabeled_dir: Path, data_dir: Path, out: Path, cfg: ExportConfig, overw
             raise HardnegError(f"{out}: exists without its manifest (an interrupted export?); pass --overwrite to "
                                f"replace it")
         raise HardnegError(f"{out}: already exists; pass --overwrite to replace it")
+    check_not_input(out, [relabeled_dir, data_dir])
+    tables = data.load(data_dir)
+    upstream = require_finished(relabeled_dir, "relabel").get("dataset")
+    if upstream is not None and upstream != dataset_digest(data_dir):
+        raise HardnegError(f"{data_dir}: is not the dataset {relabeled_dir} was mined from (their contents differ); "
+                           f"pass the same --data that `mine` used")
     relabeled = read_stage(relabeled_dir, "relabel", schemas.RELABELED)
-    g = grouped(relabeled, data.load(data_dir), cfg.max_positives_per_query)
+    g = grouped(relabeled, tables, cfg.max_positives_per_query)
     rows, counts = to_format(g, cfg)
     try:
         write_rows(rows, out)
@@ -131,7 +138,10 @@ def run(relabeled_dir: Path, data_dir: Path, out: Path, cfg: ExportConfig, overw
     manifest = {
         "stage": "export",
         "config": asdict(cfg),
-        "inputs": [{"path": str(p), "manifest_sha256": manifest_digest(p)} for p in (relabeled_dir, data_dir)],
+        "inputs": [{"path": str(p), "stage": s, "digest": content_digest(p)}
+                   for p, s in ((relabeled_dir, "relabel"), (data_dir, "import"))],
+        **({"dataset": upstream} if upstream else {}),
+        "file": {"bytes": out.stat().st_size, "sha256": file_sha256(out)},
         "summary": counts,
         "columns": rows.columns,
     }

@@ -54,7 +54,7 @@ from hardneg.config import FilterConfig, asdict
 from hardneg.errors import HardnegError
 from hardneg.executor import LOCAL, Execution
 from hardneg.io import data
-from hardneg.io.stagedir import StageWriter, part_paths, read_part, require_finished
+from hardneg.io.stagedir import StageWriter, finished_parts, part_paths, read_part, require_finished
 from hardneg.sampling import select
 
 REASONS = {
@@ -218,6 +218,18 @@ def near_duplicates(scored: pa.Table, norm_text: dict[str, str], threshold: floa
 
 # -- stage -------------------------------------------------------------------------------------------------------
 
+def check_scores(table: pa.Table, where: str) -> None:
+    """A NaN or missing teacher score would silently switch the rules off for its query: refuse it, naming rows."""
+    bad = pc.or_kleene(pc.is_null(table["teacher_score"]), pc.is_nan(table["teacher_score"]))
+    rows = pc.indices_nonzero(pc.fill_null(bad, True)).to_pylist()
+    if rows:
+        shown = ", ".join(f"row {r} (query {table['query_id'][r].as_py()!r}, doc {table['doc_id'][r].as_py()!r})"
+                          for r in rows[:3])
+        raise HardnegError(f"{where}: {len(rows)} rows have a NaN or missing teacher_score: {shown}"
+                           f"{' ...' if len(rows) > 3 else ''}; the teacher failed on them (check the model, its "
+                           f"--dtype, and --max-length), rescore with `hardneg score ... --overwrite`")
+
+
 def _upstream(stage_dir: Path, stage: str, position: int) -> Path | None:
     """The input directory `position` recorded in a finished stage's manifest (e.g. score's data dir), if present."""
     inputs = require_finished(stage_dir, stage).get("inputs", [])
@@ -286,20 +298,23 @@ def run(scored_dir: Path, out: Path, cfg: FilterConfig, overwrite: bool = False,
             summary_extra["dup_embeddings"] = embeddings.source
         summary_extra["dup_texts"] = str(data_dir)
     inputs = [scored_dir]
-    parts = part_paths(scored_dir)
+    parts = finished_parts(scored_dir, "score")
     with contextlib.ExitStack() as stack:
+        reads = [data_dir, index_dir, dropped_out]
         w = stack.enter_context(StageWriter(out, "filter", asdict(cfg), inputs=inputs, overwrite=overwrite,
-                                            shard=execution.shard))
+                                            shard=execution.shard, reads=reads))
         side = None
         if dropped_out is not None:
             # it finishes just before the main output, so it is no requeue no-op: if only it finished (a kill in
             # between), that is an error, not a silent skip of the main output
             side = stack.enter_context(StageWriter(dropped_out, "filter-dropped", asdict(cfg), inputs=inputs,
-                                                   overwrite=overwrite, shard=execution.shard, requeue_ok=False))
+                                                   overwrite=overwrite, shard=execution.shard, requeue_ok=False,
+                                                   reads=[data_dir, index_dir, out]))
         for n, path in enumerate(parts):
             if not execution.owns(n) or (w.has(path.name) and (side is None or side.has(path.name))):
                 continue
             table = read_part(path, schemas.SCORED)
+            check_scores(table, str(path))
             mask = near_duplicates(table, norm_text, cfg.dup_threshold, embeddings) if dup else None
             filtered = filter_table(table, cfg, mask)
             if side is not None:

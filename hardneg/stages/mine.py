@@ -26,7 +26,7 @@ from hardneg.config import IndexConfig, MineConfig, asdict
 from hardneg.errors import HardnegError
 from hardneg.executor import LOCAL, Execution, run_units
 from hardneg.io import data
-from hardneg.io.stagedir import StageWriter, manifest_digest, part_paths, require_finished, save_table
+from hardneg.io.stagedir import StageWriter, dataset_digest, part_paths, require_finished, save_table
 from hardneg.registry import RETRIEVERS, lookup
 
 
@@ -139,15 +139,20 @@ def run(index_dir: Path, data_dir: Path, out: Path, cfg: MineConfig, overwrite: 
         execution: Execution = LOCAL) -> dict:
     index_manifest = require_finished(index_dir, "index")
     tables = data.load(data_dir, ("queries", "qrels"))  # the workers load the corpus
-    if index_manifest["inputs"][0]["manifest_sha256"] != manifest_digest(data_dir):
+    if index_manifest.get("dataset", dataset_digest(data_dir)) != dataset_digest(data_dir):
         raise HardnegError(
-            f"{index_dir}: was built from {index_manifest['inputs'][0]['path']}, not from {data_dir}; "
-            f"pass the same --data, or rebuild the index"
+            f"{data_dir}: is not the dataset {index_dir} was built from (built from "
+            f"{index_manifest['inputs'][0]['path']}, whose content differs); pass the same --data, or rebuild the index"
         )
     index_cfg = IndexConfig(**index_manifest["config"])
     if cfg.device:
         index_cfg.device = cfg.device
     positives = positives_by_query(tables["qrels"], cfg.min_relevance)
+    if not positives:
+        top = pc.max(tables["qrels"]["relevance"]).as_py()
+        raise HardnegError(f"--min-relevance {cfg.min_relevance}: no qrels row of {data_dir} has a relevance that "
+                           f"high (the highest is {top}), so no query has a positive; pass --min-relevance {top} or "
+                           f"lower")
     qids_all = tables["queries"]["query_id"].to_pylist()
     del tables
     qids = [q for q in qids_all if q in positives]

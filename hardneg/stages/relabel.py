@@ -28,7 +28,7 @@ import pyarrow as pa
 from hardneg import schemas
 from hardneg.config import RelabelConfig, asdict
 from hardneg.executor import LOCAL, Execution
-from hardneg.io.stagedir import StageWriter, part_paths, read_part, require_finished
+from hardneg.io.stagedir import StageWriter, finished_parts, part_paths, read_part, require_finished
 from hardneg.stages.filter import positive_reference
 
 
@@ -64,7 +64,7 @@ def relabel_table(filtered: pa.Table, cfg: RelabelConfig) -> pa.Table:
 def run(filtered_dir: Path, out: Path, cfg: RelabelConfig, overwrite: bool = False,
         execution: Execution = LOCAL) -> dict:
     require_finished(filtered_dir, "filter")
-    parts = part_paths(filtered_dir)
+    parts = finished_parts(filtered_dir, "filter")
     with StageWriter(out, "relabel", asdict(cfg), inputs=[filtered_dir], overwrite=overwrite,
                      shard=execution.shard) as w:
         for n, path in enumerate(parts):

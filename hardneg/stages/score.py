@@ -25,7 +25,8 @@ from hardneg.config import FilterConfig, RelabelConfig, ScoreConfig, asdict
 from hardneg.io import data
 from hardneg.io.data import text_hash
 from hardneg.executor import LOCAL, Execution, run_units
-from hardneg.io.stagedir import (StageWriter, part_paths, read_manifest, read_part, require_finished, save_table,
+from hardneg.io.stagedir import (StageWriter, finished_parts, part_paths, read_manifest, read_part, require_finished,
+                                 save_table,
                                  write_parquet)
 from hardneg.registry import TEACHERS, lookup
 from hardneg.teachers import load_teacher
@@ -61,7 +62,7 @@ def index_to_reuse(mined_dir: Path, data_dir: Path, cfg: ScoreConfig) -> tuple[P
     """The dense index whose embeddings a bi-encoder teacher can read instead of encoding: the one `mine` recorded
     as its input (still the same content, built from `data_dir`) when its encoder's resolved identity is the
     teacher's. Returns (index dir or None, why)."""
-    from hardneg.io.stagedir import SUCCESS, manifest_digest, read_manifest
+    from hardneg.io.stagedir import SUCCESS, content_digest, dataset_digest, read_manifest
     from hardneg.teachers.embeddings import index_encoder_identity, teacher_encoder_identity
 
     if cfg.teacher_kind != "bi-encoder":
@@ -70,9 +71,9 @@ def index_to_reuse(mined_dir: Path, data_dir: Path, cfg: ScoreConfig) -> tuple[P
     index_dir = Path(recorded.get("path", ""))
     if not (index_dir / SUCCESS).exists() or not (index_dir / "dense" / "embeddings.npy").exists():
         return None, "no dense index recorded by mine"
-    if manifest_digest(index_dir) != recorded.get("manifest_sha256"):
+    if content_digest(index_dir) != recorded.get("digest", recorded.get("manifest_sha256")):
         return None, "the index mine used has changed since"
-    if read_manifest(index_dir)["inputs"][0]["manifest_sha256"] != manifest_digest(data_dir):
+    if dataset_digest(index_dir) != dataset_digest(data_dir):
         return None, "the index was built from other data"
     teacher = teacher_encoder_identity(cfg)
     if teacher is None or index_encoder_identity(index_dir) != teacher:
@@ -320,7 +321,7 @@ def run(mined_dir: Path, data_dir: Path, out: Path, cfg: ScoreConfig, overwrite:
     adaptive depth (`depth_plan`)."""
     require_finished(mined_dir, "mine")
     data.load(data_dir, ())  # a finished import directory, checked before anything is written
-    units = [(p.name, p.absolute()) for p in part_paths(mined_dir)]
+    units = [(p.name, p.absolute()) for p in finished_parts(mined_dir, "mine")]
     cache_dir = (Path(cache) if cache else default_cache(out, run_dir)).absolute() if use_cache else None
     index_dir, why = index_to_reuse(mined_dir, data_dir, cfg)
     rules, depth_why = depth_plan(cfg, filter_cfg, relabel_cfg, index_dir is not None)

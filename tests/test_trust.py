@@ -410,15 +410,14 @@ def test_drop_n_tuple_export_counts_the_queries_it_leaves_out(tmp_path, relabele
 
 
 def test_keep_flagged_rows_are_not_reported_as_promoted(tmp_path, filtered_dir):
-    from hardneg.report import _group
+    from hardneg.report import FLAGGED, _group
 
     out = tmp_path / "r"
     invoke("relabel", filtered_dir, "--out", out, "--policy", "keep-flagged")
     df = __import__("polars").from_arrow(read_stage(out, "relabel", schemas.RELABELED))
     assert (df["label"] == "flagged").sum() > 0
     groups = df.with_columns(_group().alias("g"))
-    assert groups.filter(__import__("polars").col("label") == "flagged")["g"].unique().to_list() == [
-        "flagged (keep-flagged, for a judge)"]
+    assert groups.filter(__import__("polars").col("label") == "flagged")["g"].unique().to_list() == [FLAGGED]
 
 
 # -- clean interrupts ---------------------------------------------------------------------------------------------

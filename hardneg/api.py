@@ -60,18 +60,28 @@ def _write_digest_named(table, folder: Path, stem: str) -> Path:
     return path
 
 
-def _model_path(model, folder: Path, name: str) -> str:
-    """A model name or path as is; a loaded SentenceTransformer / CrossEncoder saved once into `folder`."""
+def _model_path(model, folder: Path, name: str) -> str | None:
+    """A model name or path as is; a loaded SentenceTransformer / CrossEncoder saved into `folder`, named by a digest
+    of its saved files (so other weights are another model to the stages, and the same weights reuse their work)."""
     if model is None or isinstance(model, (str, Path)):
         return str(model) if model is not None else None
-    if hasattr(model, "save"):
-        target = folder / name
-        if not (target / ".complete").exists():
-            shutil.rmtree(target, ignore_errors=True)
-            model.save(str(target))
-            (target / ".complete").write_text("")
-        return str(target)
-    raise HardnegError(f"{name}: expected a model name, a path or a loaded sentence-transformers model")
+    if not hasattr(model, "save"):
+        raise HardnegError(f"{name}: expected a model name, a path or a loaded sentence-transformers model")
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=folder))
+    model.save(str(tmp))
+    h = hashlib.sha256()
+    for f in sorted(p for p in tmp.rglob("*") if p.is_file()):
+        h.update(f.relative_to(tmp).as_posix().encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    target = folder / f"{name}-{h.hexdigest()[:16]}"
+    if target.exists():
+        shutil.rmtree(tmp)
+    else:
+        tmp.rename(target)
+    return str(target)
 
 
 def build_config(config=None, *, model=None, teacher=None, cross_encoder=None, num_negatives=None, range_min=None,

@@ -102,3 +102,28 @@ def test_temporary_work_dir_is_removed_and_bad_input_is_a_hardneg_error(tmp_path
     with pytest.raises(HardnegError, match="expected a datasets.Dataset"):
         hardneg.mine_hard_negatives(42, verbose=False)
     assert not list(tmp_path.glob("hardneg-*"))
+
+
+def test_version_and_short_help():
+    from conftest import invoke
+    from hardneg import __version__
+
+    assert invoke("--version").output.strip() == f"hardneg {__version__}"
+    assert "Usage:" in invoke("-h").output and "--pairing" in invoke("export", "-h").output
+
+
+def test_a_loaded_model_is_saved_once_under_a_digest_of_its_weights(tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    from hardneg.api import _model_path
+    from hardneg.models import resolve
+
+    model = SentenceTransformer(resolve("all-MiniLM-L6-v2"), device="cpu")
+    a = _model_path(model, tmp_path, "model")
+    assert _model_path(model, tmp_path, "model") == a and SentenceTransformer(a, device="cpu")
+    import torch
+
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    assert _model_path(model, tmp_path, "model") != a
+    assert len([p for p in tmp_path.iterdir() if not p.name.startswith(".")]) == 2

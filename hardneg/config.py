@@ -20,7 +20,7 @@ RETRIEVERS = ("bm25", "rank-bm25", "dense", "hybrid")
 TEACHER_KINDS = ("bi-encoder", "cross-encoder")
 FILTER_RULES = ("perc-pos", "margin-pos", "max-score", "min-score", "rank-window", "near-duplicate")
 POSITIVE_REFERENCES = ("min", "mean", "max")
-EXPORT_FORMATS = ("triplets", "n-tuple", "labeled", "flagembedding", "margin-mse")
+EXPORT_FORMATS = ("triplets", "n-tuple", "labeled", "labeled-list", "flagembedding", "margin-mse")
 SAMPLING = ("top", "random", "simans")  # hardneg.sampling.STRATEGIES
 FAISS_INDEXES = ("flat", "ivf", "hnsw")
 EMBEDDING_DTYPES = ("float32", "float16")
@@ -31,11 +31,18 @@ SHORT_POLICIES = ("keep", "drop", "pad")  # queries left with fewer than negativ
 RELABEL_POLICIES = ("relabel", "drop", "keep-flagged")
 EXECUTORS = ("local", "ray")  # hardneg.executor
 DEPTHS = ("auto", "adaptive", "full")  # score: adaptive depth where exact, always, or never
+FLAG_NEGATIVES = ("keep", "ignore")  # import: negatives found in a pairs / FlagEmbedding file
+PAIRINGS = ("labeled", "all")  # export: which positive each negative is paired with
 
 
 @dataclass
 class ImportConfig:
-    split: str = "test"  # which qrels split of a BEIR directory
+    split: str = "test"  # which qrels split of a BEIR directory (pairs: the split of a saved / hub DatasetDict)
+    query_column: str = ""  # pairs: the query column ("" = detect: anchor, query, question, ...)
+    positive_column: str = ""  # pairs: the positive column(s) ("" = detect: positive, pos, answer, ...)
+    negative_column: str = ""  # pairs: the negative column ("" = detect: negative, neg, negative_1..n)
+    flag_negatives: str = "keep"  # pairs: negatives in the file join the corpus (keep) or not (ignore)
+    allow_download: bool = False  # pairs: a source that is not a local path is a Hugging Face hub dataset name
 
 
 @dataclass
@@ -137,6 +144,12 @@ class ExportConfig:
     format: str = "triplets"
     max_positives_per_query: int = 0  # 0 = all positives (labeled and promoted)
     prompt: str = ""  # flagembedding: the query instruction written to each row
+    pairing: str = "labeled"  # triplets / n-tuple / margin-mse: labeled (each negative once, with a qrels positive,
+    #                           round-robin) | all (every positive, promoted ones too, x every negative)
+    max_rows_per_query: int = 0  # triplets / n-tuple / margin-mse: at most this many rows per query; 0 = no cap
+    scores: bool = False  # ST output_scores: a scores column (triplets, n-tuple), scores instead of labels (labeled*)
+    with_ids: bool = False  # also write query / document id columns (for joining back; not for training)
+    save_to_disk: bool = False  # also write a `datasets.save_to_disk` folder with a dataset card beside the file
 
 
 @dataclass
@@ -164,6 +177,8 @@ CHOICES = {
     "policy": RELABEL_POLICIES,
     "backend": BACKENDS,
     "depth": DEPTHS,
+    "flag_negatives": FLAG_NEGATIVES,
+    "pairing": PAIRINGS,
 }
 
 
@@ -212,6 +227,8 @@ def validate(cfg, source: str = "options"):
             raise HardnegError(f"{source}: negatives_per_query must be >= 0 (0 keeps every survivor)")
         if cfg.positive_floor_rank < 0:
             raise HardnegError(f"{source}: positive_floor_rank must be >= 0 (0 = off); got {cfg.positive_floor_rank}")
+    if isinstance(cfg, ExportConfig) and cfg.max_rows_per_query < 0:
+        raise HardnegError(f"{source}: max_rows_per_query must be >= 0 (0 = no cap)")
     if isinstance(cfg, MineConfig):
         depth = cfg.range_max or cfg.top_k
         if not 0 <= cfg.range_min < depth:

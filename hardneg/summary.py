@@ -58,6 +58,9 @@ def summarize(run_dir: Path, relabeled: pl.DataFrame | None = None) -> dict:
         out["training_file"] = str(train).removesuffix(".manifest.json")
         out["training_format"] = manifest["config"]["format"]
         out["training_rows"] = manifest["summary"]["rows"]
+        for key in ("rows_by_positive_source", "positives_by_source"):
+            if key in manifest["summary"]:
+                out[f"training_{key}"] = manifest["summary"][key]
     return out
 
 
@@ -98,6 +101,12 @@ def render(summary: dict) -> str:
             f"training file           {summary['training_file']} "
             f"({summary['training_rows']} {summary['training_format']} rows)"
         )
+        by = summary.get("training_rows_by_positive_source")
+        if by:
+            lines.append(f"  rows by positive        {by['qrels']} qrels, {by['promoted']} promoted")
+        by = summary.get("training_positives_by_source")
+        if by:
+            lines.append(f"  positives in the file   {by['qrels']} qrels, {by['promoted']} promoted")
     fig = summary["figures"]
     head = f"{' median  [p10 .. p90]':<32}rows"
     lines.append(f"{'teacher score':<24}{head}")

@@ -25,7 +25,8 @@ def doc_texts():
 @pytest.mark.parametrize("fmt,ext,columns", [
     ("triplets", "parquet", ["anchor", "positive", "negative"]),
     ("n-tuple", "parquet", None),
-    ("labeled", "jsonl", ["query", "document", "label", "score"]),
+    ("labeled", "jsonl", ["query", "document", "label"]),
+    ("labeled-list", "parquet", ["query", "documents", "labels"]),
     ("flagembedding", "jsonl", ["query", "pos", "neg", "pos_scores", "neg_scores", "prompt", "type"]),
 ])
 def test_export_formats_load_with_datasets(tmp_path, relabeled_dir, data_dir, fmt, ext, columns):

@@ -17,11 +17,22 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from hardneg import __version__
+
+        typer.echo(f"hardneg {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def root(debug: bool = typer.Option(False, "--debug", envvar="HARDNEG_DEBUG", help="Show tracebacks of errors.")):
+def root(debug: bool = typer.Option(False, "--debug", envvar="HARDNEG_DEBUG", help="Show tracebacks of errors."),
+         version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="Print the version and exit.")):
     if debug:
         os.environ["HARDNEG_DEBUG"] = "1"
 

@@ -8,10 +8,13 @@ from hardneg.config import POSITIVE_REFERENCES, RELABEL_POLICIES
 
 @command("relabel", "Label every row; promote, drop or flag suspected false negatives, with provenance.")
 def relabel_cmd(
-    filtered: Path = typer.Argument(..., help="Filtered directory written by `hardneg filter`."),
+    filtered: Path = typer.Argument(..., help="Filtered directory written by `hardneg filter` (or judged, by "
+                                    "`hardneg judge`)."),
     out: Path = typer.Option(..., "--out", help="Relabeled directory to write."),
     policy: choice("Policy", RELABEL_POLICIES) = typer.Option(
-        "relabel", "--policy", help="Suspected false negatives: relabel (promote), drop, or keep-flagged (for a judge)."
+        "relabel", "--policy", help="Suspected false negatives: relabel (promote), drop, or keep-flagged (for a judge); on a "
+        "judged input also RLHN's remove (drop the query), hn_remove (drop judged-relevant negatives), rlhn (promote "
+        "them; drop a query with more than --max-flagged-per-query)."
     ),
     promote: bool = typer.Option(True, "--promote/--no-promote", help="--no-promote = --policy drop."),
     positive_reference: choice("Reference", POSITIVE_REFERENCES) = typer.Option(
@@ -19,6 +22,8 @@ def relabel_cmd(
     ),
     threshold: float = typer.Option(None, "--threshold", help="... or at least this absolute teacher score."),
     max_promoted_per_query: int = typer.Option(3, "--max-promoted-per-query", help="Cap on promotions per query."),
+    max_flagged_per_query: int = typer.Option(8, "--max-flagged-per-query",
+                                              help="rlhn: drop a query with more candidates judged relevant."),
     overwrite: bool = OVERWRITE,
     shard: str = SHARD,
 ):
@@ -26,5 +31,6 @@ def relabel_cmd(
     from hardneg.stages import relabel
 
     cfg = RelabelConfig(promote=promote, positive_reference=positive_reference.value, threshold=threshold,
-                        max_promoted_per_query=max_promoted_per_query, policy=policy.value)
+                        max_promoted_per_query=max_promoted_per_query, policy=policy.value,
+                        max_flagged_per_query=max_flagged_per_query)
     done(relabel.run(filtered, out, validate(cfg), overwrite, execution(shard)), out)

@@ -137,6 +137,11 @@ def rows(d: Path) -> pl.DataFrame:
     return pl.from_arrow(read_stage(d, "judge", schemas.JUDGED))
 
 
+def shared_cache(judged: Path) -> Path:
+    """The verdict cache of the session's judged directory: every judge identity has its own folder in it."""
+    return judged.parent / ".hardneg-cache" / "judge"
+
+
 def manifest(d: Path) -> dict:
     return json.loads((d / "_manifest.json").read_text())
 
@@ -287,8 +292,7 @@ def test_a_second_run_asks_nothing(judged_dir, filtered_dir, data_dir, tmp_path,
 
     monkeypatch.setattr(tj, "TransformersJudge", no_model)
     out = tmp_path / "again"
-    invoke("judge", filtered_dir, "--data", data_dir, "--out", out, *SMALL,
-           "--cache", judged_dir.parent / ".hardneg-cache" / "judge")
+    invoke("judge", filtered_dir, "--data", data_dir, "--out", out, *SMALL, "--cache", shared_cache(judged_dir))
     assert manifest(out)["summary"]["calls"] == 0
     assert rows(out).equals(rows(judged_dir))
 
@@ -307,7 +311,7 @@ def test_openai_backend_gives_the_in_process_verdicts(judged_dir, filtered_dir, 
     before = server.requests
     out = tmp_path / "judged-http"
     invoke("judge", filtered_dir, "--data", data_dir, "--out", out, *SMALL, "--backend", "openai",
-           "--model", "smollm2", "--endpoint", server.url, "--concurrency", "2")
+           "--model", "smollm2", "--endpoint", server.url, "--concurrency", "2", "--cache", shared_cache(judged_dir))
     http, local = rows(out), rows(judged_dir)
     n = int(local["suspect"].sum())
     assert server.requests - before == n
@@ -317,12 +321,12 @@ def test_openai_backend_gives_the_in_process_verdicts(judged_dir, filtered_dir, 
     # cached: a second run makes no request
     again = tmp_path / "judged-http-2"
     invoke("judge", filtered_dir, "--data", data_dir, "--out", again, *SMALL, "--backend", "openai",
-           "--model", "smollm2", "--endpoint", server.url)
+           "--model", "smollm2", "--endpoint", server.url, "--cache", shared_cache(judged_dir))
     assert server.requests - before == n and rows(again).equals(http)
 
 
 def test_cascade_later_judges_read_only_what_earlier_flagged(judged_dir, filtered_dir, data_dir, server, tmp_path):
-    cache = ("--cache", tmp_path / "cache")
+    cache = ("--cache", shared_cache(judged_dir))  # both judges' verdicts on these suspects are there already
     first = f"backend=openai,model=smollm2,endpoint={server.url}"
     local = rows(judged_dir).filter(pl.col("suspect"))
     # judge 1 flags everything (threshold 0): judge 2 reads every suspect and decides

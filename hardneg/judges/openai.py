@@ -92,6 +92,7 @@ class OpenAIJudge:
         rng = random.Random(0)
         for attempt in range(self.spec.max_retries + 1):
             last = attempt == self.spec.max_retries
+            asked_logprobs = self.logprobs
             try:
                 r = self.client.post(self.url, json=self._payload(conversation))
             except httpx.TransportError as exc:  # refused, reset, time-out
@@ -116,7 +117,7 @@ class OpenAIJudge:
                                        f"the name the server serves (--model), see GET {self.url[:-17]}/models")
                 raise HardnegError(f"{self.url}: no chat-completions endpoint here (HTTP 404); pass the server's "
                                    f"base URL, e.g. --endpoint http://localhost:8000/v1")
-            if r.status_code == 400 and self.logprobs and "logprob" in msg.lower():
+            if r.status_code == 400 and asked_logprobs and "logprob" in msg.lower():
                 self.logprobs = False  # a server without log-probabilities: ask for a short answer and parse it
                 return self._post(conversation)
             if r.status_code in RETRY_STATUS and not last:

@@ -104,7 +104,8 @@ def fmt(x, pct=True):
 
 
 def table(rows: list[dict]) -> str:
-    out = ["| rule | suspects (relevant) | called relevant | precision | recall | AUC |", "|---|---:|---:|---:|---:|---:|"]
+    out = ["| rule | suspects (relevant) | called relevant | precision | recall | AUC |",
+           "|---|---:|---:|---:|---:|---:|"]
     for row in rows:
         m = row["metrics"]
         base = f"{m['suspects']} ({m['relevant_suspects']}, {fmt(m['base_rate'])})"
@@ -202,7 +203,7 @@ def main(argv=None) -> None:
     last = spec_from_dict(cfg.judge.judges[-1], "judge")
     name = args.label or label(last)
 
-    corpus, queries, qrels = read_beir(args.data, args.split)
+    corpus, _, qrels = read_beir(args.data, args.split)
     labeled, hidden = hide_positives(qrels, args.seed)
     relevant = expand_duplicates({q: hidden[q] | {labeled[q]} for q in hidden}, corpus, labeled)
     sample = sorted(random.Random(args.seed).sample(sorted(labeled), min(args.queries, len(labeled))))

@@ -12,8 +12,8 @@ def relabel_cmd(
                                     "`hardneg judge`)."),
     out: Path = typer.Option(..., "--out", help="Relabeled directory to write."),
     policy: choice("Policy", RELABEL_POLICIES) = typer.Option(
-        "relabel", "--policy", help="Suspected false negatives: relabel (promote), drop, or keep-flagged (for a judge); on a "
-        "judged input also RLHN's remove (drop the query), hn_remove (drop judged-relevant negatives), rlhn (promote "
+        "relabel", "--policy", help="Suspected false negatives: relabel (promote), drop, or keep-flagged (for a "
+        "judge); on a judged input also RLHN's remove (drop the query), hn_remove (drop judged-relevant negatives), rlhn (promote "
         "them; drop a query with more than --max-flagged-per-query)."
     ),
     promote: bool = typer.Option(True, "--promote/--no-promote", help="--no-promote = --policy drop."),

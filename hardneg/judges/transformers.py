@@ -11,6 +11,7 @@ session or a fixture server that asks for the same model again reuses it.
 from __future__ import annotations
 
 import functools
+import math
 import importlib.util
 from pathlib import Path
 
@@ -112,7 +113,7 @@ class TransformersJudge:
             probs = torch.softmax(logits, dim=-1)
             py = probs[:, self.yes].sum(-1)
             pn = probs[:, self.no].sum(-1)
-            out.extend(x if x == x else None for x in (py / (py + pn)).tolist())  # 0/0 (NaN): no verdict
+            out.extend(None if math.isnan(x) else x for x in (py / (py + pn)).tolist())  # 0/0: no verdict
             self.calls += len(batch)
         return out
 

@@ -139,6 +139,15 @@ def curves_table(row: dict) -> str:
     return "\n".join(out)
 
 
+def render(data: dict) -> str:
+    """The Markdown of bench/README.md's `judge` block (bench/tables.py) from bench/results/judge.json."""
+    rows = data["rows"]
+    runs = "; ".join(f"`{r['run']['command']}` ({r['run']['started']} UTC, load {r['run']['load_average'][0]})"
+                     for r in rows)
+    return (table(rows) + "\n\n" + "\n\n".join(curves_table(r) for r in rows)
+            + f"\n\n![judge and teacher curves](results/judge.png)\n\nMeasured by {runs}.\n")
+
+
 def plot(rows: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -228,7 +237,7 @@ def main(argv=None) -> None:
     rows = [r for r in (json.loads(store.read_text())["rows"] if store.exists() else []) if r["label"] != name]
     rows.append(row)
     store.write_text(json.dumps({"rows": rows}, indent=2) + "\n")
-    md = table(rows) + "\n\n" + "\n\n".join(curves_table(r) for r in rows) + "\n"
+    md = render({"rows": rows})
     (args.out / "judge.md").write_text(md)
     plot(rows, args.out / "judge.png")
     print(md)

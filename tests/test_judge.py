@@ -382,8 +382,9 @@ def test_openai_errors_are_one_line(fresh, filtered_dir, data_dir, tmp_path, mon
     common = ("judge", filtered_dir, "--data", data_dir, "--out", out, *SMALL, "--no-cache", "--backend", "openai",
               "--endpoint", fresh.url)
     result = invoke(*common, "--model", "smollm2", "--api-key-env", "JUDGE_KEY", ok=False)
-    assert result.exit_code == 2 and "authentication failed (HTTP 401" in result.output
-    assert "JUDGE_KEY" in result.output and result.output.count("\n") == 1 and not out.exists()
+    last = result.output.strip().splitlines()[-1]  # after the plan's line (calls, tokens)
+    assert result.exit_code == 2 and last.startswith("error: ") and "authentication failed (HTTP 401" in last
+    assert "JUDGE_KEY" in last and "Traceback" not in result.output and not out.exists()
     monkeypatch.setenv("JUDGE_KEY", "right")
     invoke(*common, "--model", "smollm2", "--api-key-env", "JUDGE_KEY", "--dry-run")
     result = invoke(*common, "--model", "gpt-5", "--api-key-env", "JUDGE_KEY", ok=False)

@@ -103,6 +103,9 @@ class FilterConfig:
     max_score: float | None = None  # max-score: drop if score > max_score
     min_score: float | None = None  # min-score: drop if score < min_score
     positive_reference: str = "min"  # which of a query's positive scores the rules compare against
+    # raise the reference to the weakest teacher score among the retriever's top N candidates when the positive
+    # scores below all of them (the teacher disagrees with the label; 0 = off)
+    positive_floor_rank: int = 0
     negatives_per_query: int = 5  # keep at most this many survivors per query; 0 = all
     sampling: str = "top"  # which survivors: top (best retriever rank) | random | simans
     seed: int = 0
@@ -117,12 +120,14 @@ class FilterConfig:
 
 @dataclass
 class RelabelConfig:
-    promote: bool = True  # promote confident false negatives to positives
-    positive_reference: str = "max"  # a dropped candidate scoring >= this positive score is promoted
+    promote: bool = True  # False = policy drop (the older spelling)
+    positive_reference: str = "max"  # a dropped candidate scoring >= this positive score is a suspect
     threshold: float | None = None  # ... or scoring >= this absolute teacher score
     max_promoted_per_query: int = 3
-    policy: str = "relabel"  # suspected false negatives: relabel (promote) | drop | keep-flagged
-    #                          | remove | hn_remove | rlhn (on the verdicts of `hardneg judge`)
+    # suspected false negatives: drop (never a negative, never a positive) | relabel (promote; opt-in: measure the
+    # teacher's promotion precision first, bench/hidden_positive.py --curves) | keep-flagged (for a judge)
+    policy: str = "drop"
+    #        | remove | hn_remove | rlhn: RLHN's actions on the verdicts of `hardneg judge` (a judged input)
     max_flagged_per_query: int = 8  # rlhn: a query with more candidates judged relevant than this is dropped
 
 
@@ -141,6 +146,7 @@ class JudgeConfig:
     max_query_chars: int = 1000  # texts are cut to this many characters in the prompt (0 = whole)
     max_doc_chars: int = 2000
     instruction: str = ""  # the user message, with {query} and {document}; "" = the built-in one
+
 
 @dataclass
 class ExportConfig:
@@ -205,6 +211,8 @@ def validate(cfg, source: str = "options"):
                                f"rank_max; set negatives_per_query > 0 and rank_max (--rank-max N)")
         if cfg.negatives_per_query < 0:
             raise HardnegError(f"{source}: negatives_per_query must be >= 0 (0 keeps every survivor)")
+        if cfg.positive_floor_rank < 0:
+            raise HardnegError(f"{source}: positive_floor_rank must be >= 0 (0 = off); got {cfg.positive_floor_rank}")
     if isinstance(cfg, MineConfig):
         depth = cfg.range_max or cfg.top_k
         if not 0 <= cfg.range_min < depth:

@@ -118,11 +118,14 @@ def test_relabel_policies():
     assert capped["a"] == ("positive", "teacher") and capped["b"] == ("dropped", "rule")
     flagged = labels("keep-flagged")
     assert flagged["a"] == flagged["b"] == ("flagged", "teacher") and flagged["c"] == ("negative", "rule")
-    # drop: a suspect is never trained on, even when the filter kept it (no score rule here)
-    filtered = filter_table(scored(ROWS), FilterConfig(rules=["min-score"], min_score=0.3, negatives_per_query=0))
-    df = pl.from_arrow(relabel_table(filtered, RelabelConfig(policy="drop")))
-    got = dict(zip(df["doc_id"], df["label"]))
-    assert got["a"] == got["b"] == "dropped" and got["c"] == "negative" and got["d"] == "dropped"
+    assert labels("drop")["a"] == labels("drop")["b"] == ("dropped", "rule")
+    # the filter's rules decide what is safe: a negative it kept is never a suspect, whatever policy (no score rule
+    # compares with the positive here, so a and b stay negatives; d is dropped by min-score)
+    for policy in ("drop", "relabel", "keep-flagged"):
+        filtered = filter_table(scored(ROWS), FilterConfig(rules=["min-score"], min_score=0.3, negatives_per_query=0))
+        got = dict(zip(*pl.from_arrow(relabel_table(filtered, RelabelConfig(policy=policy)))
+                       .select("doc_id", "label").to_dict().values()))
+        assert got["a"] == got["b"] == got["c"] == "negative" and got["d"] == "dropped", policy
     # a near-duplicate of a positive is a suspect by rule, whatever its score
     dup = labels("relabel", rules=("near-duplicate", "perc-pos"),
                  duplicate=[False, False, False, False, False, True], threshold=None)

@@ -30,6 +30,9 @@ def filter_cmd(
     positive_reference: choice("Reference", POSITIVE_REFERENCES) = typer.Option(
         "min", "--positive-reference", help="Which positive score of a query the rules compare against."
     ),
+    positive_floor_rank: int = typer.Option(
+        0, "--positive-floor-rank", help="When a query's positive scores below all of the retriever's top N "
+        "candidates, compare against the weakest of them instead (0 = off)."),
     negatives_per_query: int = typer.Option(5, "--negatives-per-query",
                                             help="Keep at most this many survivors per query (0 = all)."),
     sampling: choice("Sampling", SAMPLING) = typer.Option(
@@ -53,7 +56,8 @@ def filter_cmd(
                ("rank-window", rank_max), ("near-duplicate", dup_threshold))
     rules += list(dict.fromkeys(r for r, v in implied if v is not None and r not in rules))
     cfg = FilterConfig(rules=rules, ratio=ratio, margin=margin, max_score=max_score, min_score=min_score,
-                       positive_reference=positive_reference.value, negatives_per_query=negatives_per_query,
+                       positive_reference=positive_reference.value, positive_floor_rank=positive_floor_rank,
+                       negatives_per_query=negatives_per_query,
                        sampling=sampling.value, seed=seed, simans_a=simans_a, simans_b=simans_b, rank_min=rank_min,
                        rank_max=rank_max, dup_threshold=dup_threshold, dup_model=dup_model,
                        short_policy=short_policy.value)

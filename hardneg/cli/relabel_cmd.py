@@ -12,9 +12,10 @@ def relabel_cmd(
                                     "`hardneg judge`)."),
     out: Path = typer.Option(..., "--out", help="Relabeled directory to write."),
     policy: choice("Policy", RELABEL_POLICIES) = typer.Option(
-        "relabel", "--policy", help="Suspected false negatives: relabel (promote), drop, or keep-flagged (for a "
-        "judge); on a judged input also RLHN's remove (drop the query), hn_remove (drop judged-relevant negatives), rlhn (promote "
-        "them; drop a query with more than --max-flagged-per-query)."
+        "drop", "--policy", help="Suspected false negatives: drop (the default: neither negative nor positive), "
+        "relabel (promote to positive; measure it first, see README), or keep-flagged (for a judge); on a judged "
+        "input (`hardneg judge`) also RLHN's remove (drop the query), hn_remove (drop judged-relevant negatives), rlhn "
+        "(promote them; drop a query with more than --max-flagged-per-query)."
     ),
     promote: bool = typer.Option(True, "--promote/--no-promote", help="--no-promote = --policy drop."),
     positive_reference: choice("Reference", POSITIVE_REFERENCES) = typer.Option(

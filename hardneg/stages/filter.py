@@ -13,6 +13,12 @@ the query's positives' teacher scores; `min` by default, the safe choice):
                                             `dup_threshold`, its document-document cosine with one of them is
                                             >= dup_threshold   (`near_duplicate_of_positive`)
 
+With `positive_floor_rank = N`, a query whose reference positive scores below *every* one of the retriever's top N
+candidates (ranks 1..N) is compared against the weakest of those instead: the teacher disagrees with the label there
+(under the hidden-positive protocol its score of the positive is then below most of the pool, and the rules would
+leave no negative or only the bottom of the pool). Queries whose positive the teacher ranks among its top N are
+unchanged. The floor needs only the top N ranks' scores.
+
 Scores are used as the teacher wrote them (raw logits or cosines, see the score manifest's `activation`), so a
 threshold means the same thing on every run of the same teacher.
 
@@ -61,10 +67,18 @@ REASONS = {
 SHOWN_SHORT_QUERIES = 20  # ids of short queries listed in the manifest (all are counted)
 
 
-def positive_reference(df: pl.DataFrame, how: str) -> pl.DataFrame:
+def positive_reference(df: pl.DataFrame, how: str, floor_rank: int = 0) -> pl.DataFrame:
+    """Per query `_pos`: the min/mean/max of its positives' teacher scores, raised to the weakest score among its
+    candidates ranked 1..floor_rank when it is below all of them (floor_rank > 0)."""
     agg = {"min": pl.col("teacher_score").min(), "mean": pl.col("teacher_score").mean(),
            "max": pl.col("teacher_score").max()}[how]
-    return df.filter(pl.col("is_positive")).group_by("query_id").agg(agg.alias("_pos"))
+    ref = df.filter(pl.col("is_positive")).group_by("query_id").agg(agg.alias("_pos"))
+    if floor_rank > 0:
+        floor = (df.filter(~pl.col("is_positive") & (pl.col("rank") <= floor_rank))
+                 .group_by("query_id").agg(pl.col("teacher_score").min().alias("_floor")))
+        ref = (ref.join(floor, on="query_id", how="left")
+               .with_columns(pl.max_horizontal("_pos", "_floor").alias("_pos")).drop("_floor"))
+    return ref
 
 
 def _condition(rule: str, cfg: FilterConfig) -> pl.Expr:
@@ -90,7 +104,8 @@ def filter_table(scored: pa.Table, cfg: FilterConfig, duplicate=None) -> pa.Tabl
         if duplicate is None:
             raise ValueError("the near-duplicate rule needs the `duplicate` mask")
         df = df.with_columns(pl.Series("_dup", duplicate, dtype=pl.Boolean))
-    df = df.join(positive_reference(df, cfg.positive_reference), on="query_id", how="left").sort("_row")
+    df = df.join(positive_reference(df, cfg.positive_reference, cfg.positive_floor_rank), on="query_id",
+                 how="left").sort("_row")
     candidate = ~pl.col("is_positive")
     reason = pl.when(pl.col("is_positive")).then(pl.lit(None, dtype=pl.String))
     for rule in cfg.rules:

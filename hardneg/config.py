@@ -263,7 +263,12 @@ def from_dict(cls, data: dict, source: str):
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise HardnegError(f"{source}: unknown key {unknown[0]!r}; known keys: {', '.join(known)}")
-    defaults = cls()
+    check_types(cls(), data, source)
+    return validate(cls(**data), source)
+
+
+def check_types(defaults, data: dict, source: str, what: str = "") -> None:
+    """Raise HardnegError on the first value of `data` whose type is not its default's (an int for a float is fine)."""
     for key, value in data.items():
         default = getattr(defaults, key)
         ok = (
@@ -273,8 +278,7 @@ def from_dict(cls, data: dict, source: str):
             or (isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool))
         )
         if not ok:
-            raise HardnegError(f"{source}: {key} = {value!r} should be a {type(default).__name__}")
-    return validate(cls(**data), source)
+            raise HardnegError(f"{source}: {what}{key} = {value!r} should be a {type(default).__name__}")
 
 
 def load_pipeline(path: Path) -> PipelineConfig:

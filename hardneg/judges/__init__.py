@@ -58,13 +58,9 @@ def spec_from_dict(data: dict, source: str) -> JudgeSpec:
     unknown = sorted(set(data) - set(SPEC_KEYS))
     if unknown:
         raise HardnegError(f"{source}: unknown judge key {unknown[0]!r}; known keys: {', '.join(SPEC_KEYS)}")
-    defaults = JudgeSpec()
-    for key, value in data.items():
-        default = getattr(defaults, key)
-        ok = (value is None or default is None or isinstance(value, type(default))
-              or (isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool)))
-        if not ok:
-            raise HardnegError(f"{source}: judge {key} = {value!r} should be a {type(default).__name__}")
+    from hardneg.config import check_types
+
+    check_types(JudgeSpec(), data, source, "judge ")
     spec = JudgeSpec(**data)
     if spec.backend not in JUDGES:
         raise HardnegError(f"{source}: judge backend {spec.backend!r} is not one of {', '.join(JUDGES)}")

@@ -245,8 +245,9 @@ def run(filtered_dir: Path, data_dir: Path, out: Path, cfg: JudgeConfig, overwri
     cache_dir = (Path(cache) if cache else default_cache(out)).absolute() if use_cache else None
     mine = [p for n, p in enumerate(parts) if execution.owns(n)]
     if dry_run:
-        p = plan(JudgeWorker(data_dir, cfg, cache_dir), mine)
-        for line in describe(p, JudgeWorker(data_dir, cfg, None).levels):
+        worker = JudgeWorker(data_dir, cfg, cache_dir)
+        p = plan(worker, mine)
+        for line in describe(p, worker.levels):
             log(line)
         return {"stage": "judge", "status": "dry-run", "plan": p}
     with StageWriter(out, "judge", asdict(cfg), inputs=[filtered_dir, data_dir], overwrite=overwrite,

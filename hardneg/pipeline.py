@@ -15,10 +15,10 @@ from hardneg.config import PipelineConfig, asdict
 from hardneg.errors import HardnegError
 from hardneg.executor import LOCAL, Execution
 from hardneg.io.stagedir import MANIFEST, SUCCESS, content_digest, file_sha256, read_manifest, verify_files
-from hardneg.stages import export, filter, import_, index, mine, relabel, score
+from hardneg.stages import export, filter, import_, index, judge, mine, relabel, score
 
 LAYOUT = {"import": "data", "index": "index", "mine": "mined", "score": "scored", "filter": "filtered",
-          "relabel": "relabeled"}
+          "judge": "judged", "relabel": "relabeled"}
 
 
 def _state(out: Path, config: dict, inputs: list[Path], manifest_path: Path, changed=None) -> tuple[str, str]:
@@ -74,6 +74,7 @@ def run(src: Path, out: Path, cfg: PipelineConfig, overwrite: bool = False, log=
 def _run(src: Path, out: Path, cfg: PipelineConfig, overwrite: bool, log, execution: Execution,
          paths: dict[str, Path]) -> dict[str, Path]:
     data = paths["import"]
+    labels_in = paths["judge"] if cfg.judge is not None else paths["filter"]
 
     steps = [
         ("import", lambda o, ow: import_.run(src, o, cfg.import_, ow), cfg.import_, []),
@@ -86,7 +87,10 @@ def _run(src: Path, out: Path, cfg: PipelineConfig, overwrite: bool, log, execut
          lambda: score.recorded_config(cfg.score, cfg.filter, cfg.relabel, paths["mine"], data),
          [paths["mine"], data]),
         ("filter", lambda o, ow: filter.run(paths["score"], o, cfg.filter, ow), cfg.filter, [paths["score"]]),
-        ("relabel", lambda o, ow: relabel.run(paths["filter"], o, cfg.relabel, ow), cfg.relabel, [paths["filter"]]),
+        # with a [judge] section, the LLM judges read the filter's suspects and relabel reads their verdicts
+        *([("judge", lambda o, ow: judge.run(paths["filter"], data, o, cfg.judge, ow, log=log), cfg.judge,
+            [paths["filter"], data])] if cfg.judge is not None else []),
+        ("relabel", lambda o, ow: relabel.run(labels_in, o, cfg.relabel, ow), cfg.relabel, [labels_in]),
         ("export", lambda o, ow: export.run(paths["relabel"], data, o, cfg.export, ow), cfg.export,
          [paths["relabel"], data]),
     ]

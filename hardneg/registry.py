@@ -16,6 +16,10 @@ TEACHERS = {
     "bi-encoder": "hardneg.teachers.bi_encoder:BiEncoderTeacher",
     "cross-encoder": "hardneg.teachers.cross_encoder:CrossEncoderTeacher",
 }
+JUDGES = {  # hardneg.judges: one protocol, judge(conversations) -> P(yes) per conversation
+    "transformers": "hardneg.judges.transformers:TransformersJudge",
+    "openai": "hardneg.judges.openai:OpenAIJudge",
+}
 
 
 def lookup(registry: dict[str, str], name: str, what: str):

@@ -28,7 +28,18 @@ SCORED = MINED.append(pa.field("teacher_score", pa.float32()))
 FILTERED = SCORED.append(pa.field("keep", pa.bool_())).append(pa.field("reason", pa.string()))
 RELABELED = FILTERED.append(pa.field("label", pa.string())).append(pa.field("label_source", pa.string()))
 
-STAGE_SCHEMAS = {"mine": MINED, "score": SCORED, "filter": FILTERED, "relabel": RELABELED}
+# judged = filtered + the LLM judges' verdicts on the suspects (hardneg.stages.judge); null on other rows
+VERDICT = pa.struct([("judge", pa.string()), ("prompt_hash", pa.string()), ("score", pa.float32()),
+                     ("flagged", pa.bool_())])
+JUDGED = (FILTERED.append(pa.field("suspect", pa.bool_()))
+          .append(pa.field("judge_relevant", pa.bool_()))  # the deciding judge's verdict (null: not judged)
+          .append(pa.field("judge_score", pa.float32()))  # its P(yes); null also when its answer was unparsable
+          .append(pa.field("judge", pa.string()))  # its identity label (backend:model)
+          .append(pa.field("judge_level", pa.int32()))  # its place in the cascade, 1-based
+          .append(pa.field("prompt_hash", pa.string()))
+          .append(pa.field("verdicts", pa.list_(VERDICT))))  # every judge's verdict on the row, in cascade order
+
+STAGE_SCHEMAS = {"mine": MINED, "score": SCORED, "filter": FILTERED, "judge": JUDGED, "relabel": RELABELED}
 
 # reasons a filter may give for dropping a candidate (null when kept)
 DROP_REASONS = (
@@ -43,7 +54,7 @@ DROP_REASONS = (
     "not_scored",  # score's adaptive depth stopped before this candidate's rank (hardneg.stages.score)
 )
 LABELS = ("positive", "negative", "dropped", "flagged")  # flagged: suspected false negative kept for a judge
-LABEL_SOURCES = ("qrels", "teacher", "rule")
+LABEL_SOURCES = ("qrels", "teacher", "rule", "llm")  # llm: decided by an LLM judge (hardneg judge)
 
 
 def conform(table: pa.Table, schema: pa.Schema, source: str) -> pa.Table:

@@ -7,6 +7,7 @@ from hardneg.cli import (  # noqa: F401  (registers the commands, in this order)
     mine_cmd,
     score_cmd,
     filter_cmd,
+    judge_cmd,
     relabel_cmd,
     export_cmd,
     run_cmd,

@@ -16,6 +16,19 @@ suspects:
 `label_source` records who decided: `qrels` (labeled positives), `teacher` (promoted or flagged by teacher score),
 `rule` (promoted or flagged as a near-duplicate, and every negative or dropped row). Labeled positives are `positive / qrels`; other kept candidates
 `negative / rule`; other dropped ones `dropped / rule`. `promote = false` is the older spelling of `policy = drop`.
+
+On the output of `hardneg judge` (a judged directory), the LLM judges' verdicts decide too (`label_source = llm`).
+RLHN's actions ("Fixing Data That Hurts Performance") are policies; with them the teacher promotes nothing (its
+suspects are dropped, as with `drop`) and a candidate judged relevant is
+
+* `remove`: the reason to drop its whole query: every row of the query becomes `dropped / llm`;
+* `hn_remove`: `dropped / llm` (never a negative), the rest of the query stays;
+* `rlhn`: promoted, `positive / llm`; a query with more than `max_flagged_per_query` candidates judged relevant
+  (default 8, as RLHN) is dropped whole (`dropped / llm`).
+
+With `relabel`, `drop` or `keep-flagged` on a judged input, a kept negative judged relevant becomes `dropped / llm`
+(no policy trains on a negative an LLM judge called relevant). The filter's other decisions stand: a suspect the
+judge cleared stays what the filter made it.
 """
 
 from __future__ import annotations
@@ -26,7 +39,8 @@ import polars as pl
 import pyarrow as pa
 
 from hardneg import schemas
-from hardneg.config import RelabelConfig, asdict
+from hardneg.config import JUDGE_POLICIES, RelabelConfig, asdict
+from hardneg.errors import HardnegError
 from hardneg.executor import LOCAL, Execution
 from hardneg.io.stagedir import StageWriter, finished_parts, part_paths, read_part, require_finished
 from hardneg.stages.filter import positive_reference
@@ -58,18 +72,53 @@ def relabel_table(filtered: pa.Table, cfg: RelabelConfig) -> pa.Table:
         .when((promoted | pl.lit(policy == "keep-flagged")) & suspect & ~by_rule).then(pl.lit("teacher"))
         .otherwise(pl.lit("rule")).alias("label_source"),
     )
+    if "judge_relevant" in df.columns or policy in JUDGE_POLICIES:
+        df = judge_labels(df, cfg, policy)
     return schemas.conform(df.to_arrow(), schemas.RELABELED, "relabeled")
+
+
+def judge_labels(df: pl.DataFrame, cfg: RelabelConfig, policy: str) -> pl.DataFrame:
+    """Pure: labels of a judged table after the LLM judges' verdicts (see the module doc)."""
+    if "judge_relevant" not in df.columns:
+        raise HardnegError(f"relabel: policy {policy} acts on an LLM judge's verdicts; run `hardneg judge "
+                           f"FILTERED --data DATA --out JUDGED` and relabel JUDGED")
+    relevant = (~pl.col("is_positive") & pl.col("judge_relevant")).fill_null(False)
+    n_relevant = relevant.cast(pl.Int32).sum().over("query_id")
+    label, source = pl.col("label"), pl.col("label_source")
+    llm = pl.lit("llm")
+    if policy == "remove":
+        drop_query = n_relevant > 0
+    elif policy == "rlhn":
+        drop_query = n_relevant > cfg.max_flagged_per_query
+    else:
+        drop_query = pl.lit(False)
+    if policy == "rlhn":
+        label_rel, src_rel = pl.lit("positive"), llm
+    elif policy in ("remove", "hn_remove"):
+        label_rel, src_rel = pl.lit("dropped"), llm
+    else:  # relabel / drop / keep-flagged: only a negative is overruled
+        label_rel = pl.when(label == "negative").then(pl.lit("dropped")).otherwise(label)
+        src_rel = pl.when(label == "negative").then(llm).otherwise(source)
+    return df.with_columns(
+        pl.when(drop_query).then(pl.lit("dropped")).when(relevant).then(label_rel).otherwise(label).alias("label"),
+        pl.when(drop_query).then(llm).when(relevant).then(src_rel).otherwise(source).alias("label_source"),
+    )
 
 
 def run(filtered_dir: Path, out: Path, cfg: RelabelConfig, overwrite: bool = False,
         execution: Execution = LOCAL) -> dict:
-    require_finished(filtered_dir, "filter")
-    parts = finished_parts(filtered_dir, "filter")
+    stage = require_finished(filtered_dir, ("filter", "judge"))["stage"]
+    schema = schemas.JUDGED if stage == "judge" else schemas.FILTERED
+    if cfg.policy in JUDGE_POLICIES and stage != "judge":
+        raise HardnegError(f"{filtered_dir}: policy {cfg.policy} acts on an LLM judge's verdicts, and this is a "
+                           f"{stage} output; run `hardneg judge {filtered_dir} --data DATA --out JUDGED` and relabel "
+                           f"JUDGED")
+    parts = finished_parts(filtered_dir, stage)
     with StageWriter(out, "relabel", asdict(cfg), inputs=[filtered_dir], overwrite=overwrite,
                      shard=execution.shard) as w:
         for n, path in enumerate(parts):
             if execution.owns(n) and not w.has(path.name):
-                w.write_table(path.name, relabel_table(read_part(path, schemas.FILTERED), cfg))
+                w.write_table(path.name, relabel_table(read_part(path, schema), cfg))
         if not w.claim_finish([p.name for p in parts]):
             return w.shard_pending()
         labels = pl.concat([pl.read_parquet(p, columns=["label", "label_source"]) for p in part_paths(w.out)])

@@ -349,12 +349,18 @@ def training_file(row: str, ds: Dataset, args) -> dict:
     return out
 
 
+def base_path(ds: Dataset, args) -> Path:
+    """Shared by the full run and --quick (whose evaluation corpus is a sample)."""
+    return ds.cache.parent.parent / "base-emb" / f"{ds.name}-len{args.max_seq_length}.npz"
+
+
 def base_embeddings(ds: Dataset, args) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """The base model's full-corpus and train-query embeddings at the benchmark length (hardness), cached."""
-    path = ds.cache / f"base-emb-len{args.max_seq_length}.npz"
+    path = base_path(ds, args)
     qids = sorted(ds.labeled)
     if not path.exists():
         model = load_model(args.max_seq_length)
+        path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(path, docs=encode(model, [ds.corpus[d] for d in ds.doc_ids], f"{ds.name} documents (base)"),
                  queries=encode(model, [ds.queries[q] for q in qids], f"{ds.name} train queries (base)"))
     return load_base(path, qids)
@@ -362,11 +368,12 @@ def base_embeddings(ds: Dataset, args) -> tuple[np.ndarray, np.ndarray, list[str
 
 def save_base(ds: Dataset, args, docs: np.ndarray) -> None:
     """The base evaluation's full-corpus embeddings serve the hardness measure too (not in --quick: a sample)."""
-    path = ds.cache / f"base-emb-len{args.max_seq_length}.npz"
+    path = base_path(ds, args)
     if ds.eval_doc_ids is not ds.doc_ids or path.exists():
         return
     qids = sorted(ds.labeled)
     queries = encode(load_model(args.max_seq_length), [ds.queries[q] for q in qids], f"{ds.name} train queries")
+    path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, docs=docs, queries=queries)
 
 
@@ -615,7 +622,7 @@ def main(argv=None):
                     help="row: every seed of a row before the next row (full seeds first); seed: every row at "
                          "seed 0 first")
     ap.add_argument("--quick", action="store_true",
-                    help="smoke: SciFact, base/in-batch/naive, seed 0, 5 steps, evaluated on a 1,000-document "
+                    help="smoke: SciFact, base/in-batch/random, seed 0, 5 steps, evaluated on a 1,000-document "
                          "sample of the corpus plus the relevant documents (results in bench/results/quick)")
     ap.add_argument("--report-only", action="store_true", help="rewrite the JSON, table and plot from the cache")
     ap.add_argument("--report-datasets", nargs="+", default=["scifact", "nfcorpus"],
@@ -627,7 +634,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     command = "python bench/downstream.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.quick:
-        args.datasets, args.rows, args.seeds, args.steps = ["scifact"], ["base", "in-batch", "naive"], [0], 5
+        args.datasets, args.rows, args.seeds, args.steps = ["scifact"], ["base", "in-batch", "random"], [0], 5
         args.out, args.cache = args.out / "quick", args.cache.with_name("downstream-quick")
         args.report_datasets = args.datasets
     readme = None if args.quick else ROOT / "bench" / "README.md"

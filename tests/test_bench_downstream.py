@@ -39,7 +39,7 @@ def _dataset(tmp_path):
     """Three documents relevant to q1 by the full train qrels (d1 labeled, d2 hidden, d5 a text twin of d2)."""
     corpus = {"d1": "alpha", "d2": "beta", "d3": "gamma", "d4": "delta", "d5": "beta"}
     ds = types.SimpleNamespace(
-        name="toy", corpus=corpus, doc_ids=list(corpus), cache=tmp_path,
+        name="toy", corpus=corpus, doc_ids=list(corpus), cache=tmp_path / "downstream" / "toy",
         train_qrels={"q1": {"d1": 1, "d2": 2}, "q2": {"d3": 1}},
         labeled={"q1": "d1", "q2": "d3"},
         by_text={"alpha": ["d1"], "beta": ["d2", "d5"], "gamma": ["d3"], "delta": ["d4"]},
@@ -49,7 +49,8 @@ def _dataset(tmp_path):
     docs = np.array([[1, 0], [0.8, 0.6], [0, 1], [0.6, 0.8], [0.8, 0.6]], dtype=np.float32)
     docs[4] *= 0.99  # the twin ranks just below d2
     queries = np.array([[1, 0], [0, 1]], dtype=np.float32)
-    np.savez(tmp_path / "base-emb-len64.npz", docs=docs, queries=queries)
+    (tmp_path / "base-emb").mkdir()
+    np.savez(tmp_path / "base-emb" / "toy-len64.npz", docs=docs, queries=queries)
     return ds
 
 

@@ -1,26 +1,29 @@
-"""Hidden-positive benchmark: how many emitted negatives are in fact relevant documents, per configuration.
+"""Hidden-positive benchmark: judge the training file each configuration gives a user, negatives and positives.
 
-    python bench/hidden_positive.py --data ../shared/data/nfcorpus --split test --seed 0 --negatives 5 \
-        --out bench/results
+    python bench/hidden_positive.py --data ../shared/data/nfcorpus --out bench/results
+    python bench/hidden_positive.py --data ../shared/data/scifact --out bench/results
 
-Protocol (bench/protocol.py): every query of the split with >= 2 relevant documents keeps one seeded labeled
-positive; the others are hidden (written to `hidden-qrels/<split>.tsv` of a BEIR copy that every configuration reads
-with only the labeled positives). A kept negative that is a hidden positive (or an exact text copy of a relevant
-document) is a false negative. Configurations, all in this run: naive top-k (dense, BM25), sentence-transformers'
-`mine_hard_negatives(relative_margin=0.05)` with and without `cross_encoder` rescoring, and hardneg configs
-(configs/<name>.toml if the repository has it, else bench/configs/<name>.toml, or a path ending in .toml), run through
-the stage functions with stage directories shared between configs that agree up to that stage (so the corpus is
-embedded once per index) and one teacher score cache (a row says how much of its scoring it took from there).
-`--keep-rows OLD.json` keeps an earlier run's rows for the configurations not run now, each marked with its run.
+Protocol (bench/protocol.py): every test query with >= 2 relevant documents keeps one seeded labeled positive; the
+others are hidden (a BEIR copy whose qrels hold only the labeled positives). Each configuration sees only that copy.
 
-No cross-encoder ships offline: one is trained here from the packaged MiniLM backbone on the TRAIN split's queries
-(relevant vs random documents, seeded), cached in bench/.cache, and used by ST's rescoring and hardneg's
-cross-encoder configs alike.
+Every hardneg row is a config file run exactly as `hardneg run DATA --config FILE` runs it (configs/<name>.toml when
+the repository ships it, else bench/configs/<name>.toml, or a .toml path): no option is overridden here, so a capped
+or otherwise altered variant is a file of its own. The stages are run through the same stage functions as `hardneg
+run`, in directories keyed by (upstream, stage, resolved config) so that configurations agreeing up to a stage share
+it. Naive top-k rows are configs too (bench/configs/naive-*.toml). sentence-transformers rows call
+`mine_hard_negatives` with the packaged MiniLM at its own length.
 
-Hardness is measured with one yardstick for every configuration: the packaged all-MiniLM-L6-v2 cosine of a kept
-negative divided by that of the labeled positive, and the negative's rank in MiniLM's exact ranking of the corpus.
-Wall time: ST calls timed end to end; hardneg and naive configs as the sum of their stages' manifest wall times
-(index, mine, score, filter, relabel; import excluded), i.e. what the config costs on its own.
+Each row is judged on its exported training file, mapped back to ids by text (an exact copy of a relevant document
+is relevant): false negatives among the distinct (query, negative) pairs and queries with one; yield; positive
+precision (distinct (query, positive) pairs relevant by the full qrels; promoted ones separately, with their recall
+of the hidden positives the pipeline saw); training rows whose positive is wrong; hardness (the retriever's median
+rank of kept negatives and the teacher's median score minus the labeled positive's, and for every row one yardstick:
+MiniLM's exact rank and its cosine relative to the positive); teacher pairs scored; wall time (the sum of the stages'
+manifest times, import excluded).
+
+`--curves` adds the precision/recall of promotion against a threshold (teacher score minus the best positive's) for
+each teacher the run scored with, and of evidence that combines signals (teacher and retriever agree; a cap of one
+per query); results in `hidden_positive-<data>.json`, tables in bench/README.md (bench/tables.py).
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import random
 import sys
 import time
 from pathlib import Path
@@ -40,12 +42,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench.protocol import (  # noqa: E402
-    expand_duplicates, hide_positives, negative_metrics, read_beir, recovery_metrics)
+from bench.protocol import hide_positives, read_beir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-HARDNEG_CONFIGS = ["default", "nv-retriever-percpos", "simans", "rlhn-relabel", "hybrid"]
-CE_DIR = Path("bench/.cache/cross-encoder-nfcorpus-train")
+HARDNEG_CONFIGS = ["naive-dense", "naive-bm25", "default", "mpnet-teacher", "nv-retriever-percpos", "simans",
+                   "rlhn-relabel", "bm25-fast"]
+ST_ROWS = ["st-default", "st-margin", "st-recipe"]
 
 
 def config_path(name: str) -> Path:
@@ -75,45 +77,9 @@ def write_hidden_copy(src: Path, out: Path, split: str, labeled: dict, hidden: d
     return out
 
 
-def train_cross_encoder(src: Path, out: Path, steps: int, seed: int, max_length: int, batch: int = 16) -> Path:
-    """MiniLM backbone + fresh head, BCE on TRAIN-split (query, relevant doc) = 1 vs (query, random doc) = 0."""
-    meta = {"steps": steps, "seed": seed, "max_length": max_length, "batch": batch, "data": str(src.resolve())}
-    if (out / "bench_meta.json").exists() and json.loads((out / "bench_meta.json").read_text()) == meta:
-        return out
-    import torch
-    from sentence_transformers import CrossEncoder
-    from tqdm.auto import tqdm
-
-    from hardneg.models import resolve
-
-    corpus, queries, qrels = read_beir(src, "train")
-    doc_ids = sorted(corpus)
-    pairs = [(q, d) for q in sorted(qrels) for d, r in sorted(qrels[q].items()) if r > 0 and q in queries]
-    torch.manual_seed(seed)
-    rng = random.Random(seed)
-    ce = CrossEncoder(resolve("all-MiniLM-L6-v2"), num_labels=1, max_length=max_length)
-    model, tok = ce.model, ce.tokenizer
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=5e-5)
-    for _ in tqdm(range(steps), desc="training the benchmark cross-encoder", unit="step"):
-        pos = rng.sample(pairs, batch // 2)
-        neg = [(q, rng.choice(doc_ids)) for q, _ in pos]
-        batch_pairs = [(queries[q], corpus[d]) for q, d in pos + neg]
-        labels = torch.tensor([1.0] * len(pos) + [0.0] * len(neg))
-        enc = tok([a for a, _ in batch_pairs], [b for _, b in batch_pairs], truncation=True, max_length=max_length,
-                  padding=True, return_tensors="pt")
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(**enc).logits.view(-1), labels)
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-    model.eval()
-    ce.save(str(out))
-    (out / "bench_meta.json").write_text(json.dumps(meta))
-    return out
-
-
 class Stages:
-    """Stage directories keyed by (upstream key, stage, resolved config): configs that agree up to a stage share it."""
+    """Stage directories keyed by (upstream key, stage, resolved config): configs that agree up to a stage share it.
+    Each stage runs through the same function `hardneg run` calls, with the config exactly as loaded."""
 
     def __init__(self, root: Path, data_dir: Path):
         self.root, self.data_dir = root, data_dir
@@ -123,14 +89,14 @@ class Stages:
         key = hashlib.sha256(blob.encode()).hexdigest()[:12]
         return self.root / f"{stage}-{key}", key
 
-    def _ensure(self, path: Path, fn) -> Path:
-        if not (path / "_SUCCESS").exists():
+    def _ensure(self, path: Path, fn, done: Path | None = None) -> Path:
+        if not (done or path / "_SUCCESS").exists():
             print(f"[bench] building {path.name}", flush=True)
             fn(path)
         return path
 
-    def run(self, cfg, upto: str = "relabel") -> dict[str, Path]:
-        from hardneg.stages import filter, index, mine, relabel, score
+    def run(self, cfg, upto: str = "export") -> dict[str, Path]:
+        from hardneg.stages import export, filter, index, mine, relabel, score
 
         out = {}
         p, k = self._dir("", "index", cfg.index)
@@ -145,10 +111,19 @@ class Stages:
         out["filter"] = self._ensure(p, lambda o: filter.run(out["score"], o, cfg.filter))
         p, k = self._dir(k, "relabel", cfg.relabel)
         out["relabel"] = self._ensure(p, lambda o: relabel.run(out["filter"], o, cfg.relabel))
+        if upto == "relabel":
+            return out
+        p, k = self._dir(k, "export", cfg.export)
+        ext = ".jsonl" if cfg.export.format == "flagembedding" else ".parquet"
+        train = p / f"train{ext}"
+        self._ensure(p, lambda o: (o.mkdir(parents=True, exist_ok=True),
+                                   export.run(out["relabel"], self.data_dir, train, cfg.export, overwrite=True)),
+                     done=Path(f"{train}.manifest.json"))
+        out["export"] = train
         return out
 
 
-def read_stage(path: Path):
+def read_stage(path: Path) -> list[dict]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -160,56 +135,166 @@ def read_stage(path: Path):
 def wall(paths: dict[str, Path]) -> float:
     from hardneg.io.stagedir import read_manifest
 
-    return sum(read_manifest(p).get("wall_seconds", 0.0) for p in paths.values())
+    return sum(read_manifest(p).get("wall_seconds", 0.0) for s, p in paths.items() if s != "export")
 
 
-def cached_share(score_dir: Path) -> float:
-    """Share of a score stage's distinct pairs taken from the score cache rather than scored by its teacher."""
-    from hardneg.io.stagedir import read_manifest
+# -- judging a training file -------------------------------------------------------------------------------------
 
-    summary = read_manifest(score_dir).get("summary", {})
-    return summary.get("cached_pairs", 0) / summary["distinct_pairs"] if summary.get("distinct_pairs") else 0.0
+def training_rows(path: Path, fmt: str) -> list[tuple[str, str | None, list[str]]]:
+    """(query text, positive text or None, negative texts) per row of a training file in any export format."""
+    import polars as pl
+
+    df = pl.read_parquet(path) if str(path).endswith(".parquet") else pl.read_ndjson(path)
+    rows = []
+    cols = df.columns
+    for r in df.iter_rows(named=True):
+        if "anchor" in cols:  # triplets, n-tuple (with or without scores)
+            negs = [r[c] for c in cols if c == "negative" or c.startswith("negative_")]
+            rows.append((r["anchor"], r["positive"], [n for n in negs if n is not None]))
+        elif "pos" in cols:  # flagembedding
+            for p in r["pos"]:
+                rows.append((r["query"], p, list(r["neg"])))
+        elif "label" in cols and "document" in cols:  # labeled
+            rows.append((r["query"], r["document"] if r["label"] else None, [] if r["label"] else [r["document"]]))
+        elif "positive" in cols and "negative" in cols:  # margin-mse
+            rows.append((r["query"], r["positive"], [r["negative"]]))
+        else:
+            raise SystemExit(f"{path}: unknown training-file columns {cols}")
+    return rows
+
+
+class Truth:
+    """The protocol's truth in text space: a document is relevant to a query when its text is that of a relevant
+    document (an exact copy of a relevant document is relevant too)."""
+
+    def __init__(self, data_dir: Path, queries: dict[str, str], labeled: dict[str, str], relevant: dict[str, set]):
+        from hardneg.io import data
+
+        corpus = data.load(data_dir, ("corpus",))["corpus"]
+        self.text = dict(zip(corpus["doc_id"].to_pylist(), data.document_texts(corpus)))
+        self.qid = {queries[q]: q for q in labeled}
+        self.labeled_text = {q: self.text[d] for q, d in labeled.items()}
+        self.relevant_text = {q: {self.text[d] for d in relevant[q] | {labeled[q]} if d in self.text}
+                              for q in labeled}
+        self.queries = sorted(labeled)
+
+
+def judge(truth: Truth, rows: list[tuple[str, str | None, list[str]]], requested: int) -> dict:
+    """False negatives, yield, positive precision and wrong-positive rows of one training file."""
+    negs: dict[str, dict[str, None]] = {}
+    pos: dict[str, set[str]] = {}
+    n_rows = wrong_rows = 0
+    for qtext, ptext, ntexts in rows:
+        q = truth.qid.get(qtext)
+        if q is None:
+            continue
+        n_rows += 1
+        if ptext is not None:
+            pos.setdefault(q, set()).add(ptext)
+            wrong_rows += ptext not in truth.relevant_text[q]
+        for t in ntexts:
+            negs.setdefault(q, {})[t] = None
+    qs = truth.queries
+    emitted = sum(len(negs.get(q, ())) for q in qs)
+    fns = [sum(t in truth.relevant_text[q] for t in negs.get(q, ())) for q in qs]
+    pairs = [(q, t) for q in qs for t in pos.get(q, ())]
+    promoted = [(q, t) for q, t in pairs if t != truth.labeled_text[q]]
+    right = sum(t in truth.relevant_text[q] for q, t in pairs)
+    right_promoted = sum(t in truth.relevant_text[q] for q, t in promoted)
+    per_query = emitted / len(qs)
+    return {
+        "queries": len(qs),
+        "negatives": emitted,
+        "false_negatives": sum(fns),
+        "fn_rate": sum(fns) / emitted if emitted else 0.0,
+        "queries_with_fn": sum(f > 0 for f in fns) / len(qs),
+        "queries_without_negatives": sum(1 for q in qs if not negs.get(q)),
+        "negatives_per_query": per_query,
+        "yield": per_query / requested,
+        "positive_pairs": len(pairs),
+        "positive_precision": right / len(pairs) if pairs else None,
+        "promoted_pairs": len(promoted),
+        "promoted_precision": right_promoted / len(promoted) if promoted else None,
+        "training_rows": n_rows,
+        "wrong_positive_rows": wrong_rows / n_rows if n_rows else 0.0,
+        "_negatives": {q: list(v) for q, v in negs.items()},
+    }
+
+
+def promoted_recall(relabeled: list[dict], labeled: dict, relevant: dict) -> float | None:
+    """Promoted hidden positives / hidden positives among the candidates the pipeline mined."""
+    seen, hits = 0, 0
+    for r in relabeled:
+        q = r["query_id"]
+        if q in relevant and not r["is_positive"] and r["doc_id"] in relevant[q]:
+            seen += 1
+            hits += r["label"] == "positive"
+    return hits / seen if seen else None
+
+
+def pipeline_hardness(relabeled: list[dict], labeled: dict) -> dict:
+    """Median retriever rank of kept negatives; median teacher score minus the labeled positive's."""
+    pos = {r["query_id"]: r["teacher_score"] for r in relabeled if r["is_positive"]
+           and labeled.get(r["query_id"]) == r["doc_id"]}
+    kept = [r for r in relabeled if r["label"] == "negative" and r["query_id"] in labeled]
+    ranks = [r["rank"] for r in kept if r["rank"] is not None]
+    margins = [r["teacher_score"] - pos[r["query_id"]] for r in kept
+               if r["teacher_score"] is not None and pos.get(r["query_id"]) is not None]
+    return {"median_rank": float(np.median(ranks)) if ranks else None,
+            "median_teacher_margin": float(np.median(margins)) if margins else None}
 
 
 class Yardstick:
-    """MiniLM cosine and rank of every (query, document), from the dense index's cached corpus embeddings."""
+    """One ruler for every row: packaged MiniLM cosine of (query, document) at its own length, and MiniLM's exact
+    rank, from a dense index's cached corpus and query embeddings."""
 
-    def __init__(self, index_dir: Path, queries: dict[str, str], qids: list[str], max_seq_length: int):
+    def __init__(self, index_dir: Path, truth: Truth, queries: dict[str, str]):
         import pyarrow.parquet as pq
-
-        from hardneg.models import load_sentence_transformer
 
         emb = np.load(index_dir / "dense" / "embeddings.npy")
         doc_ids = pq.read_table(index_dir / "doc_ids.parquet")["doc_id"].to_pylist()
-        model = load_sentence_transformer("all-MiniLM-L6-v2", None, max_seq_length, False)
-        q = model.encode([queries[x] for x in qids], normalize_embeddings=True, convert_to_numpy=True)
+        qtexts = pq.read_table(index_dir / "dense" / "queries.parquet")["text"].to_pylist()
+        qemb = np.load(index_dir / "dense" / "queries.npy")
+        row = {t: i for i, t in enumerate(qtexts)}
+        qids = truth.queries
+        q = np.stack([qemb[row[queries[x]]] for x in qids])
         self.scores = q @ emb.T
         order = np.argsort(-self.scores, axis=1, kind="stable")
         self.ranks = np.empty_like(order)
         np.put_along_axis(self.ranks, order, np.arange(1, order.shape[1] + 1)[None, :].repeat(len(qids), 0), axis=1)
         self.qpos = {x: i for i, x in enumerate(qids)}
-        self.dpos = {d: i for i, d in enumerate(doc_ids)}
+        self.tpos = {}
+        for i, d in enumerate(doc_ids):
+            self.tpos.setdefault(truth.text[d], i)
+        self.truth = truth
 
-    def hardness(self, negatives: dict[str, list[str]], labeled: dict[str, str]) -> dict:
+    def hardness(self, negatives: dict[str, list[str]]) -> dict:
         ratios, ranks = [], []
-        for q, docs in negatives.items():
+        for q, texts in negatives.items():
             i = self.qpos[q]
-            p = self.scores[i, self.dpos[labeled[q]]]
-            for d in docs:
-                ratios.append(self.scores[i, self.dpos[d]] / p)
-                ranks.append(self.ranks[i, self.dpos[d]])
-        return {"score_vs_positive": float(np.mean(ratios)) if ratios else None,
-                "mean_rank": float(np.mean(ranks)) if ranks else None}
+            p = self.scores[i, self.tpos[self.truth.labeled_text[q]]]
+            for t in texts:
+                j = self.tpos[t]
+                ratios.append(self.scores[i, j] / p)
+                ranks.append(self.ranks[i, j])
+        return {"yard_score_vs_positive": float(np.median(ratios)) if ratios else None,
+                "yard_median_rank": float(np.median(ranks)) if ranks else None}
 
 
-def st_cache(max_seq_length: int) -> str:
-    """ST's embedding cache (its key ignores max_seq_length, so one folder per length); shared with downstream.py."""
-    return str(Path("bench/.cache") / f"st-embeddings-len{max_seq_length}")
+# -- sentence-transformers rows -----------------------------------------------------------------------------------
+
+ST_KWARGS = {
+    "st-default": {},
+    "st-margin": {"relative_margin": 0.05},
+    "st-recipe": {"range_min": 10, "range_max": 50, "max_score": 0.8, "relative_margin": 0.05,
+                  "sampling_strategy": "random"},
+}
 
 
-def st_mine(corpus: dict, queries: dict, labeled: dict, negatives: int, max_seq_length: int, cross_encoder=None):
-    """sentence-transformers' mine_hard_negatives(relative_margin=0.05), defaults otherwise except its embedding
-    cache (`cache_folder`: the corpus is embedded by whichever ST call comes first); -> {qid: [doc_id]}."""
+def st_mine(truth: Truth, corpus_texts: list[str], queries: dict, labeled: dict, negatives: int, kwargs: dict,
+            cache: Path, cross_encoder=None):
+    """sentence-transformers' mine_hard_negatives with the packaged MiniLM at its own length, `num_negatives` =
+    the requested negatives, `kwargs`; its embedding cache under `cache`. -> (training rows, seconds)."""
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.util import mine_hard_negatives
@@ -217,22 +302,66 @@ def st_mine(corpus: dict, queries: dict, labeled: dict, negatives: int, max_seq_
     from hardneg.models import resolve
 
     qids = sorted(labeled)
-    by_query_text = {queries[q]: q for q in qids}
-    by_doc_text: dict[str, str] = {}
-    for d, text in corpus.items():
-        by_doc_text.setdefault(text, d)
     start = time.perf_counter()
     model = SentenceTransformer(resolve("all-MiniLM-L6-v2"))
-    model.max_seq_length = max_seq_length
-    ds = Dataset.from_dict({"query": [queries[q] for q in qids], "positive": [corpus[labeled[q]] for q in qids]})
-    out = mine_hard_negatives(ds, model, corpus=list(corpus.values()), cross_encoder=cross_encoder,
-                              relative_margin=0.05, num_negatives=negatives, verbose=True,
-                              cache_folder=st_cache(max_seq_length))
+    ds = Dataset.from_dict({"query": [queries[q] for q in qids],
+                            "positive": [truth.labeled_text[q] for q in qids]})
+    out = mine_hard_negatives(ds, model, corpus=corpus_texts, cross_encoder=cross_encoder, num_negatives=negatives,
+                              verbose=True, cache_folder=str(cache / "st-embeddings"), **kwargs)
     seconds = time.perf_counter() - start
-    found: dict[str, list[str]] = {}
-    for row in out:
-        found.setdefault(by_query_text[row["query"]], []).append(by_doc_text[row["negative"]])
-    return found, seconds
+    return [(r["query"], r["positive"], [r["negative"]]) for r in out], seconds
+
+
+# -- promotion curves ---------------------------------------------------------------------------------------------
+
+def promotion_curve(scored: list[dict], labeled: dict, relevant: dict, evidence: str = "teacher",
+                    thresholds=None) -> list[dict]:
+    """Precision / recall of promoting a candidate whose teacher score minus the query's best positive score is
+    >= t, for each t; `evidence`: `teacher` alone, `teacher+rank10` (also in the retriever's top 10), `top1` (only
+    the best such candidate of a query)."""
+    best: dict[str, float] = {}
+    for r in scored:
+        if r["is_positive"] and r["teacher_score"] is not None:
+            best[r["query_id"]] = max(best.get(r["query_id"], -1e9), r["teacher_score"])
+    cands = [(r["query_id"], r["teacher_score"] - best[r["query_id"]], r["rank"], r["doc_id"] in relevant[r["query_id"]])
+             for r in scored if not r["is_positive"] and r["query_id"] in relevant and r["query_id"] in best
+             and r["teacher_score"] is not None]
+    reachable = sum(c[3] for c in cands)
+    if thresholds is None:
+        thresholds = [round(x, 3) for x in np.arange(-0.10, 0.201, 0.02)]
+    out = []
+    for t in thresholds:
+        chosen = [c for c in cands if c[1] >= t and (evidence != "teacher+rank10" or (c[2] or 1 << 30) <= 10)]
+        if evidence == "top1":
+            top: dict[str, tuple] = {}
+            for c in chosen:
+                if c[0] not in top or c[1] > top[c[0]][1]:
+                    top[c[0]] = c
+            chosen = list(top.values())
+        hits = sum(c[3] for c in chosen)
+        out.append({"threshold": t, "promoted": len(chosen), "precision": hits / len(chosen) if chosen else None,
+                    "recall": hits / reachable if reachable else None})
+    return out
+
+
+def agreement(a: list[dict], b: list[dict]) -> list[dict]:
+    """Rows of the pairs both teachers scored, with teacher_score = the smaller of the two margins over each
+    teacher's best positive (so `promotion_curve` on it promotes only where both teachers reach t)."""
+    def margins(rows):
+        best: dict[str, float] = {}
+        for r in rows:
+            if r["is_positive"] and r["teacher_score"] is not None:
+                best[r["query_id"]] = max(best.get(r["query_id"], -1e9), r["teacher_score"])
+        return {(r["query_id"], r["doc_id"]): (r, r["teacher_score"] - best[r["query_id"]]) for r in rows
+                if r["query_id"] in best and r["teacher_score"] is not None}
+
+    ma, mb = margins(a), margins(b)
+    out = []
+    for key in ma.keys() & mb.keys():
+        r, m = ma[key]
+        # positives keep margin 0 (their own best is 0 or below), candidates the smaller margin
+        out.append({**r, "teacher_score": 0.0 if r["is_positive"] else min(m, mb[key][1])})
+    return out
 
 
 def fmt(x, pct=False, nd=2):
@@ -249,171 +378,133 @@ def main(argv=None):
     ap.add_argument("--negatives", type=int, default=5)
     ap.add_argument("--out", type=Path, default=Path("bench/results"))
     ap.add_argument("--cache", type=Path, default=Path("bench/.cache"))
-    ap.add_argument("--configs", default=",".join(HARDNEG_CONFIGS), help="hardneg configs, comma-separated")
-    ap.add_argument("--ce-steps", type=int, default=60, help="training steps of the benchmark cross-encoder")
-    ap.add_argument("--ce-max-length", type=int, default=96)
-    ap.add_argument("--ce-queries", type=int, default=100, help="seeded subsample for the cross-encoder rows")
-    ap.add_argument("--max-seq-length", type=int, default=64,
-                    help="every encoder (indexes, teachers unless a config sets score.max_seq_length, ST, yardstick): "
-                         "fits the shared 2-core CPU")
-    ap.add_argument("--skip-st", action="store_true", help="leave out the two sentence-transformers rows")
-    ap.add_argument("--keep-rows", type=Path, default=None,
-                    help="an earlier hidden_positive.json: its rows for configurations not run now stay in the "
-                         "table, each marked with the run that measured it")
+    ap.add_argument("--configs", default=",".join(HARDNEG_CONFIGS),
+                    help="hardneg configs, comma-separated (names or .toml paths); mpnet-teacher is skipped when "
+                         "all-mpnet-base-v2 is not prepared")
+    ap.add_argument("--st", default=",".join(ST_ROWS), help=f"sentence-transformers rows: {', '.join(ST_ROWS)}")
+    ap.add_argument("--curves", action="store_true", help="promotion precision/recall curves per teacher")
     args = ap.parse_args(argv)
-    args.run = {"command": "python bench/hidden_positive.py " + " ".join(argv or sys.argv[1:]),
-                "started": time.strftime("%Y-%m-%d %H:%M"), "load_average": [round(x, 2) for x in os.getloadavg()]}
-    args.earlier = earlier_rows(args.keep_rows, args) if args.keep_rows else ([], [])
+    started = time.time()
+    run_info = {"command": "python bench/hidden_positive.py " + " ".join(argv or sys.argv[1:]),
+                "started": time.strftime("%Y-%m-%d %H:%M")}
 
-    from hardneg.config import ImportConfig, IndexConfig, MineConfig, load_pipeline
+    from hardneg.config import ImportConfig, load_pipeline
+    from hardneg.io import data
+    from hardneg.models import resolve
     from hardneg.stages import import_
 
     corpus, queries, qrels = read_beir(args.data, args.split)
     labeled, hidden = hide_positives(qrels, args.seed)
-    relevant = expand_duplicates({q: hidden[q] | {labeled[q]} for q in hidden}, corpus, labeled)
-    print(f"[bench] {len(labeled)} queries with >= 2 relevant docs; {sum(map(len, hidden.values()))} hidden "
-          f"positives ({sum(map(len, relevant.values()))} with exact-text copies)", flush=True)
+    relevant = {q: hidden[q] | {labeled[q]} for q in hidden}
     copy = write_hidden_copy(args.data, args.cache / f"hidden-{args.data.name}-{args.split}-seed{args.seed}",
                              args.split, labeled, hidden)
     data_dir = copy / "data"
     if not (data_dir / "_SUCCESS").exists():
         import_.run(copy, data_dir, ImportConfig(split=args.split))
+    truth = Truth(data_dir, queries, labeled, relevant)
+    print(f"[bench] {len(labeled)} queries with >= 2 relevant docs; {sum(map(len, hidden.values()))} hidden "
+          f"positives", flush=True)
     stages = Stages(args.cache / "stages" / copy.name, data_dir)
-    rows = []
+    rows, curves, teachers = [], {}, {}
 
-    def add(name: str, negatives: dict, seconds: float, promoted=None, candidates=None, note="", qset=None):
-        qset = set(labeled) if qset is None else qset
-        negatives = {q: v for q, v in negatives.items() if q in qset}
-        row = {"configuration": name, "note": note, "wall_seconds": round(seconds, 1)}
-        row.update(negative_metrics(negatives, {q: relevant[q] for q in sorted(qset)}, args.negatives))
-        row.update(yard.hardness(negatives, labeled))
-        if promoted is not None:
-            row["recovery"] = recovery_metrics(promoted, candidates, relevant)
+    def add(name: str, kind: str, train_rows, seconds: float, note: str, extra: dict | None = None):
+        res = judge(truth, train_rows, args.negatives)
+        negs = res.pop("_negatives")
+        row = {"configuration": name, "kind": kind, "note": note, "wall_seconds": round(seconds, 1), **res,
+               **(extra or {}), **yard.hardness(negs)}
         rows.append(row)
         print(f"[bench] {name}: {json.dumps(row)}", flush=True)
 
-    naive = {"dense": IndexConfig(retriever="dense"), "bm25": IndexConfig(retriever="bm25")}
-    naive_paths = {}
-    for name, icfg in naive.items():
-        cfg = load_pipeline(config_path("default"))
-        cfg = dataclasses.replace(cfg, index=dataclasses.replace(icfg, max_seq_length=args.max_seq_length),
-                                  mine=MineConfig(top_k=args.negatives + 1))
-        naive_paths[name] = stages.run(cfg, upto="mine")
-    yard = Yardstick(naive_paths["dense"]["index"], queries, sorted(labeled), args.max_seq_length)
-    for name, paths in naive_paths.items():
-        negs: dict[str, list[str]] = {}
-        for r in sorted(read_stage(paths["mine"]), key=lambda r: (r["query_id"], r["rank"] or 1 << 30)):
-            if not r["is_positive"] and len(negs.setdefault(r["query_id"], [])) < args.negatives:
-                negs[r["query_id"]].append(r["doc_id"])
-        add(f"naive {name} top-{args.negatives}", negs, wall(paths), note="no filter")
+    # the yardstick reads the naive dense config's index (MiniLM at its own length, queries cached)
+    yard = Yardstick(stages.run(load_pipeline(config_path("naive-dense")), upto="mine")["index"], truth, queries)
+    from hardneg.io.stagedir import read_manifest
 
     for name in [c for c in args.configs.split(",") if c]:
         path = config_path(name)
         cfg = load_pipeline(path)
-        cfg = dataclasses.replace(
-            cfg, import_=dataclasses.replace(cfg.import_, split=args.split),
-            index=dataclasses.replace(cfg.index, max_seq_length=args.max_seq_length),
-            score=dataclasses.replace(cfg.score, max_seq_length=cfg.score.max_seq_length or args.max_seq_length))
+        try:
+            resolve(cfg.score.model)
+        except Exception as exc:  # noqa: BLE001 - a teacher that is not prepared on this machine
+            print(f"[bench] skipping {name}: {exc}", flush=True)
+            continue
         paths = stages.run(cfg)
-        negs, promoted, candidates = {}, {}, {}
-        for r in read_stage(paths["relabel"]):
-            q = r["query_id"]
-            if not r["is_positive"]:
-                candidates.setdefault(q, set()).add(r["doc_id"])
-            if r["label"] == "negative":
-                negs.setdefault(q, []).append(r["doc_id"])
-            elif r["label"] == "positive" and r["label_source"] == "teacher":
-                promoted.setdefault(q, set()).add(r["doc_id"])
-        c = cfg.index
-        length = f" at {cfg.score.max_seq_length} tokens" if cfg.score.max_seq_length != args.max_seq_length else ""
-        note = (f"{c.retriever} top {cfg.mine.top_k}; teacher {cfg.score.teacher_kind} "
-                f"{'bench-trained MiniLM CE' if cfg.score.teacher_kind == 'cross-encoder' else cfg.score.model}"
-                f"{length}; "
-                f"{'+'.join(cfg.filter.rules)} {cfg.filter.ratio if 'perc-pos' in cfg.filter.rules else ''} "
-                f"vs {cfg.filter.positive_reference} positive; sampling {cfg.filter.sampling}")
-        cached = cached_share(paths["score"])
-        if cached:
-            note += f"; {100 * cached:.0f}% of teacher pairs from the bench's score cache (not in wall s)"
-        add(f"hardneg {Path(name).stem} ({shown(path)})", negs, wall(paths), promoted, candidates, note)
+        relabeled = read_stage(paths["relabel"])
+        score_summary = read_manifest(paths["score"]).get("summary", {})
+        extra = {"promoted_recall": promoted_recall(relabeled, labeled, relevant),
+                 **pipeline_hardness(relabeled, labeled),
+                 "teacher_pairs": score_summary.get("distinct_pairs"), "config": shown(path)}
+        c = cfg
+        note = (f"{c.index.retriever} top {c.mine.top_k}; teacher {c.score.teacher_kind} {Path(c.score.model).name}; "
+                f"{'+'.join(c.filter.rules) or 'no rule'}; {c.filter.sampling}; relabel "
+                f"{'drop' if not c.relabel.promote else c.relabel.policy}; {c.export.format}")
+        add(f"hardneg {Path(name).stem}", "hardneg", training_rows(paths["export"], cfg.export.format), wall(paths),
+            note, extra)
+        if args.curves and cfg.filter.rules:
+            key = f"{c.score.teacher_kind} {Path(c.score.model).name} (top {c.mine.top_k})"
+            if key not in curves:
+                scored = read_stage(paths["score"])
+                teachers[key] = scored
+                curves[key] = {ev: promotion_curve(scored, labeled, relevant, ev)
+                               for ev in ("teacher", "teacher+rank10", "top1")}
+    if len(teachers) > 1:  # two different teachers agree: both margins over their best positive >= t
+        keys = sorted(teachers)
+        for i, a in enumerate(keys):
+            for b in keys[i + 1:]:
+                if a.split(" (")[0] != b.split(" (")[0]:
+                    curves[f"{a} and {b} agree"] = {"both": promotion_curve(
+                        agreement(teachers[a], teachers[b]), labeled, relevant, "teacher")}
 
-    if not args.skip_st:
-        negs, secs = st_mine(corpus, queries, labeled, args.negatives, args.max_seq_length)
-        add("ST mine_hard_negatives(relative_margin=0.05)", negs, secs, note="MiniLM retriever and scorer")
-        save(rows, args, argv, len(labeled))
-        from sentence_transformers import CrossEncoder
-
-        ce_path = train_cross_encoder(args.data, CE_DIR, args.ce_steps, args.seed, args.ce_max_length)
-        ce = CrossEncoder(str(ce_path), max_length=args.ce_max_length)
-        sub = sorted(random.Random(args.seed).sample(sorted(labeled), min(args.ce_queries, len(labeled))))
-        negs, secs = st_mine(corpus, queries, {q: labeled[q] for q in sub}, args.negatives, args.max_seq_length,
-                             cross_encoder=ce)
-        add("ST mine_hard_negatives(relative_margin=0.05, cross_encoder)", negs, secs, qset=set(sub),
-            note=f"cross-encoder: MiniLM CE trained here ({args.ce_steps} steps on train); "
-                 f"seeded subsample of {len(sub)} queries (CPU cost)")
-
-    save(rows, args, argv, len(labeled))
+    st_names = [s for s in args.st.split(",") if s]
+    if st_names:
+        c = data.load(data_dir, ("corpus",))["corpus"]
+        corpus_texts = data.document_texts(c)
+        for name in st_names:
+            train_rows, secs = st_mine(truth, corpus_texts, queries, labeled, args.negatives, ST_KWARGS[name],
+                                       args.cache)
+            add(f"ST {name}", "st", train_rows, secs,
+                "mine_hard_negatives(" + ", ".join(f"{k}={v!r}" for k, v in ST_KWARGS[name].items()) + ")")
+    save(rows, curves, args, run_info, len(labeled), time.time() - started)
     return rows
 
 
-def earlier_rows(path: Path, args) -> tuple[list[dict], list[dict]]:
-    """(rows, runs) of an earlier result file measured with the same protocol; rows without a run get run 1."""
-    old = json.loads(Path(path).read_text())
-    for key in ("split", "seed", "max_seq_length"):
-        if old.get(key) != getattr(args, key):
-            raise SystemExit(f"{path}: measured with {key} = {old.get(key)!r}, this run uses {getattr(args, key)!r}; "
-                             f"rows of different protocols do not share a table")
-    if old.get("negatives_requested") != args.negatives:
-        raise SystemExit(f"{path}: measured with --negatives {old.get('negatives_requested')}, this run uses "
-                         f"{args.negatives}")
-    runs = old.get("runs") or [{"id": 1, "command": old.get("command")}]
-    rows = [{**r, "run": r.get("run", 1)} for r in old["rows"]]
-    return rows, runs
-
-
-def save(rows, args, argv, n_queries):
-    """Print and write the table and JSON (called after the cheap rows and again after the cross-encoder row).
-    With --keep-rows, the earlier file's rows for configurations not run now are kept, in their place."""
-    old_rows, old_runs = args.earlier
-    run_id = max((r["id"] for r in old_runs), default=0) + 1
-    new = {r["configuration"]: {**r, "run": run_id} for r in rows}
-    merged = [new.pop(r["configuration"], r) for r in old_rows] + list(new.values())
-    merged = sorted(merged, key=lambda r: ["naive", "ST", "hardneg"].index(r["configuration"].split()[0]))
-    used = {r["run"] for r in merged}
-    runs = [r for r in old_runs if r["id"] in used] + [{"id": run_id, **args.run}]
-    table = render(merged, args, n_queries, runs)
-    print(table, flush=True)
+def save(rows, curves, args, run_info, n_queries, seconds):
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "hidden_positive.md").write_text(table)
-    meta = {"command": args.run["command"], "split": args.split,
-            "seed": args.seed, "max_seq_length": args.max_seq_length, "negatives_requested": args.negatives,
-            "queries": n_queries,
-            "cross_encoder": {"path": str(CE_DIR), "steps": args.ce_steps, "max_length": args.ce_max_length},
-            "runs": runs, "rows": merged, "cross_encoder_queries": args.ce_queries}
-    (args.out / "hidden_positive.json").write_text(json.dumps(meta, indent=2) + "\n")
+    meta = {**run_info, "data": args.data.name, "split": args.split, "seed": args.seed,
+            "negatives_requested": args.negatives, "queries": n_queries, "bench_seconds": round(seconds),
+            "rows": rows, "promotion_curves": curves}
+    path = args.out / f"hidden_positive-{args.data.name}.json"
+    path.write_text(json.dumps(meta, indent=2) + "\n")
+    print(render(meta), flush=True)
+    print(f"[bench] wrote {path}", flush=True)
 
 
-def render(rows, args, n_queries, runs=()) -> str:
-    head = ("| configuration | FN rate | queries with ≥1 FN | negatives / query (yield) | MiniLM score vs positive "
-            "| mean MiniLM rank | relabel: promoted, precision, recall | wall s | run | notes |")
-    lines = [f"Hidden-positive benchmark: {args.data.name} {args.split}, {n_queries} queries with ≥ 2 relevant "
-             f"(one labeled, the rest hidden), seed {args.seed}, {args.negatives} negatives requested; every encoder "
-             f"(retrievers, teachers unless a config sets its own, ST, yardstick) at max_seq_length "
-             f"{args.max_seq_length}.", "",
-             head, "|" + "---|" * 10]
-    for r in rows:
-        rec = r.get("recovery")
-        rec_s = ("—" if rec is None
-                 else f"{rec['promoted']}, {fmt(rec['precision'], True)}, {fmt(rec['recall'], True)}")
+def render(meta: dict) -> str:
+    """The Markdown table of one result file (bench/tables.py puts it in bench/README.md)."""
+    lines = [f"{meta['data']} {meta['split']}: {meta['queries']} queries with ≥ 2 relevant documents (one labeled, "
+             f"the rest hidden), seed {meta['seed']}, {meta['negatives_requested']} negatives requested. "
+             f"`{meta['command']}` ({meta['started']}).", "",
+             "| configuration | FN rate | queries with FN | negatives / query (yield) | queries without | positive "
+             "precision | promoted: pairs, precision, recall | rows with a wrong positive | median rank (retriever "
+             "/ MiniLM) | teacher s − p | MiniLM s/p | teacher pairs | wall s |",
+             "|" + "---|" * 13]
+    for r in meta["rows"]:
+        promo = ("—" if not r.get("promoted_pairs") else
+                 f"{r['promoted_pairs']}, {fmt(r['promoted_precision'], True)}, {fmt(r.get('promoted_recall'), True)}")
+        rank = f"{fmt(r.get('median_rank'), nd=0)} / {fmt(r.get('yard_median_rank'), nd=0)}"
         lines.append(
             f"| {r['configuration']} | {fmt(r['fn_rate'], True)} | {fmt(r['queries_with_fn'], True)} "
-            f"| {r['negatives_per_query']:.2f} ({fmt(r['yield'], True)}) | {fmt(r['score_vs_positive'])} "
-            f"| {fmt(r['mean_rank'], nd=0)} | {rec_s} | {r['wall_seconds']:.0f} | {r.get('run', '—')} "
-            f"| {r['note']} |")
-    if runs:
-        lines.append("")
-        for run in runs:
-            when = f" ({run['started']}, load average {run['load_average'][0]:.1f})" if run.get("started") else ""
-            lines.append(f"Run {run['id']}{when}: `{run['command']}`  ")
+            f"| {r['negatives_per_query']:.2f} ({fmt(r['yield'], True)}) | {r['queries_without_negatives']} "
+            f"| {fmt(r['positive_precision'], True)} | {promo} | {fmt(r['wrong_positive_rows'], True)} | {rank} "
+            f"| {fmt(r.get('median_teacher_margin'), nd=3)} | {fmt(r.get('yard_score_vs_positive'))} "
+            f"| {r.get('teacher_pairs') or '—'} | {r['wall_seconds']:.0f} |")
+    for teacher, by_ev in meta.get("promotion_curves", {}).items():
+        lines += ["", f"Promotion against the threshold t on teacher score − best positive score, {teacher}: "
+                      "promoted, precision, recall of the hidden positives among the candidates.", "",
+                  "| t | " + " | ".join(by_ev) + " |", "|---|" + "---|" * len(by_ev)]
+        for i, point in enumerate(next(iter(by_ev.values()))):
+            cells = [f"{p[i]['promoted']}, {fmt(p[i]['precision'], True)}, {fmt(p[i]['recall'], True)}"
+                     for p in by_ev.values()]
+            lines.append(f"| {point['threshold']:+.2f} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

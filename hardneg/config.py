@@ -115,11 +115,13 @@ class FilterConfig:
 
 @dataclass
 class RelabelConfig:
-    promote: bool = True  # promote confident false negatives to positives
-    positive_reference: str = "max"  # a dropped candidate scoring >= this positive score is promoted
+    promote: bool = True  # False = policy drop (the older spelling)
+    positive_reference: str = "max"  # a dropped candidate scoring >= this positive score is a suspect
     threshold: float | None = None  # ... or scoring >= this absolute teacher score
     max_promoted_per_query: int = 3
-    policy: str = "relabel"  # suspected false negatives: relabel (promote) | drop | keep-flagged
+    # suspected false negatives: drop (never a negative, never a positive) | relabel (promote; opt-in: measure the
+    # teacher's promotion precision first, bench/hidden_positive.py --curves) | keep-flagged (for a judge)
+    policy: str = "drop"
 
 
 @dataclass

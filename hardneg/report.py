@@ -25,21 +25,23 @@ MARGIN_RULES = {
     "perc-pos": lambda cfg: -pl.col("_pos").abs() * (1 - cfg["ratio"]),
     "margin-pos": lambda cfg: pl.lit(-cfg["margin"]),
 }
-POSITIVE, PROMOTED, KEPT = "positive (qrels)", "promoted to positive", "kept negative"
+POSITIVE, PROMOTED, FLAGGED, KEPT = "positive (qrels)", "promoted to positive", "flagged for a judge", "kept negative"
 
 
 def _group() -> pl.Expr:
-    """Each row's group in the plots: labeled positive, promoted, kept negative, or `dropped: <reason>`."""
+    """Each row's group in the plots: labeled positive, promoted, flagged, kept negative, or `dropped: <reason>`
+    (`dropped: relabel_suspect` for a candidate the filter kept but relabel dropped as a suspect)."""
     return (
         pl.when(pl.col("is_positive")).then(pl.lit(POSITIVE))
-        .when(pl.col("label_source") == "teacher").then(pl.lit(PROMOTED))
+        .when(pl.col("label") == "positive").then(pl.lit(PROMOTED))
+        .when(pl.col("label") == "flagged").then(pl.lit(FLAGGED))
         .when(pl.col("label") == "negative").then(pl.lit(KEPT))
-        .otherwise(pl.lit("dropped: ") + pl.col("reason").fill_null("?"))
+        .otherwise(pl.lit("dropped: ") + pl.col("reason").fill_null("relabel_suspect"))
     )
 
 
 def _by_group(df: pl.DataFrame, column: str) -> dict[str, np.ndarray]:
-    order = [POSITIVE, PROMOTED, KEPT] + sorted(g for g in df["group"].unique() if g.startswith("dropped: "))
+    order = [POSITIVE, PROMOTED, FLAGGED, KEPT] + sorted(g for g in df["group"].unique() if g.startswith("dropped: "))
     return {g: df.filter(pl.col("group") == g)[column].to_numpy() for g in order if g in set(df["group"])}
 
 
@@ -68,17 +70,24 @@ def figures(relabeled: pl.DataFrame, filter_cfg: dict, top: int = 20) -> dict:
             .group_by("query_id", maintain_order=True)
             .agg(pl.col("doc_id").first().alias("positive_id"),
                  pl.col("teacher_score").first().alias("positive_score")))
-    suspects = (
-        df.filter(~pl.col("is_positive") & (((pl.col("reason") != "not_sampled") & pl.col("reason").is_not_null())
-                                            | (pl.col("label_source") == "teacher")))
-        .join(best, on="query_id", how="inner")
-        .with_columns((pl.col("teacher_score") - pl.col("positive_score")).alias("margin"))
-        .sort(["margin", "query_id", "doc_id"], descending=[True, False, False])
-        .head(top)
-        .select("query_id", "doc_id", "rank", "teacher_score", "positive_id", "positive_score", "margin", "reason",
-                "label")
-    )
+    columns = ("query_id", "doc_id", "rank", "teacher_score", "positive_id", "positive_score", "margin", "reason",
+               "label")
+
+    def by_margin(rows: pl.DataFrame) -> pl.DataFrame:
+        return (rows.join(best, on="query_id", how="inner")
+                .with_columns((pl.col("teacher_score") - pl.col("positive_score")).alias("margin"))
+                .sort(["margin", "query_id", "doc_id"], descending=[True, False, False]).select(columns))
+
+    suspects = by_margin(df.filter(~pl.col("is_positive") & (
+        ((pl.col("reason") != "not_sampled") & pl.col("reason").is_not_null())
+        | pl.col("label").is_in(["positive", "flagged"])))).head(top)
+    promoted = by_margin(df.filter(~pl.col("is_positive") & (pl.col("label") == "positive")))
+    groups = df.group_by("group").len()
     return {
+        "counts": dict(zip(groups["group"].to_list(), groups["len"].to_list())),
+        "promoted": promoted.head(top).to_dicts(),
+        "promoted_total": promoted.height,
+        "promoted_margin": promoted["margin"].to_numpy(),
         "scores": _by_group(df, "teacher_score"),
         "score_lines": {r: filter_cfg[k] for r, k in (("max-score", "max_score"), ("min-score", "min_score"))
                         if r in rules and filter_cfg.get(k) is not None},
@@ -144,7 +153,7 @@ def collect(run_dir: Path, top: int = 20) -> dict:
 
 
 # -- rendering -------------------------------------------------------------------------------------------------
-COLORS = {POSITIVE: "#2b8a3e", PROMOTED: "#9c36b5", KEPT: "#1c7ed6"}
+COLORS = {POSITIVE: "#2b8a3e", PROMOTED: "#9c36b5", FLAGGED: "#e64980", KEPT: "#1c7ed6"}
 REASON_COLORS = ["#e8590c", "#f59f00", "#c92a2a", "#868e96", "#5f3dc4", "#0b7285", "#a61e4d"]
 
 
@@ -155,26 +164,33 @@ def _color(group: str, groups: list[str]) -> str:
     return REASON_COLORS[dropped.index(group) % len(REASON_COLORS)]
 
 
-def _hist(ax, values: dict[str, np.ndarray], bins: int = 40) -> None:
-    """Histograms on shared bins: positives as an outline, every other group stacked."""
-    allv = np.concatenate([v for v in values.values() if len(v)] or [np.zeros(1)])
+def _panels(plt, values: dict[str, np.ndarray], xlabel: str, title: str, lines=()):
+    """Small multiples: one panel per outcome on a shared x axis and shared bins, each with its own y scale, so
+    that 100 promoted rows stay as visible as 100,000 `not_sampled` ones. `lines`: (x, style, label) drawn on
+    every panel, named once in the last panel's legend."""
+    from matplotlib.ticker import MaxNLocator
+
+    groups = [g for g in values if len(values[g])] or list(values)[:1]
+    allv = np.concatenate([values[g] for g in groups if len(values[g])] or [np.zeros(1)])
     lo, hi = float(np.min(allv)), float(np.max(allv))
-    edges = np.linspace(lo, hi if hi > lo else lo + 1, bins + 1)
-    groups = list(values)
-    bars = [g for g in groups if g != POSITIVE and len(values[g])]
-    if bars:
-        ax.hist([values[g] for g in bars], bins=edges, stacked=True, label=[f"{g} ({len(values[g])})" for g in bars],
-                color=[_color(g, groups) for g in bars], alpha=0.85)
-    if POSITIVE in values and len(values[POSITIVE]):
-        ax.hist(values[POSITIVE], bins=edges, histtype="step", linewidth=2, color=COLORS[POSITIVE],
-                label=f"{POSITIVE} ({len(values[POSITIVE])})")
-    ax.set_ylabel("rows")
-
-
-def _legend(ax) -> None:
-    """The legend beside the plot (never over the bars), when there is anything to name."""
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    edges = np.linspace(lo, hi if hi > lo else lo + 1, 51)
+    f, axes = plt.subplots(len(groups), 1, figsize=(11, 1.0 + 1.05 * len(groups)), sharex=True, squeeze=False)
+    for ax, g in zip(axes[:, 0], groups):
+        ax.hist(values[g], bins=edges, color=_color(g, list(values)), alpha=0.85)
+        ax.set_ylabel("rows", fontsize=8)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=3))
+        ax.text(1.005, 0.5, f"{g}\n{len(values[g])} rows", transform=ax.transAxes, fontsize=9, va="center")
+        for x, style, label in lines:
+            if isinstance(x, tuple):
+                ax.axvspan(x[0], x[1], color="black", alpha=0.12, label=label)
+            else:
+                ax.axvline(x, color="black", linestyle=style, linewidth=1.3, label=label)
+    axes[0, 0].set_title(title)
+    axes[-1, 0].set_xlabel(xlabel)
+    if lines:
+        axes[-1, 0].legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(0.0, -0.45 if len(groups) > 1
+                                                                                        else -0.6), ncol=2)
+    return f
 
 
 def _plots(fig: dict, out_dir: Path) -> dict[str, Path]:
@@ -194,29 +210,18 @@ def _plots(fig: dict, out_dir: Path) -> dict[str, Path]:
         f.savefig(paths[name], dpi=100)
         plt.close(f)
 
-    f, ax = plt.subplots(figsize=(11, 4))
-    _hist(ax, fig["scores"])
-    for rule, x in fig["score_lines"].items():
-        ax.axvline(x, color="black", linestyle="--", linewidth=1.5, label=f"{rule} threshold = {x:g}")
-    ax.set_xlabel("teacher score")
-    ax.set_title("Teacher scores by outcome")
-    _legend(ax)
-    save("scores", f)
+    lines = [(x, "--", f"{rule} threshold = {x:g}") for rule, x in fig["score_lines"].items()]
+    save("scores", _panels(plt, fig["scores"], "teacher score", "Teacher scores by outcome (one panel each)", lines))
 
-    f, ax = plt.subplots(figsize=(11, 4))
-    _hist(ax, fig["margins"])
+    lines = []
     for t in fig["margin_thresholds"]:
         if t["hi"] - t["lo"] > 1e-9:
-            ax.axvspan(t["lo"], t["hi"], color="black", alpha=0.12,
-                       label=f"{t['rule']}: threshold over queries")
-        ax.axvline(t["median"], color="black", linestyle="--", linewidth=1.5,
-                   label=f"{t['rule']}: drop if s − p > {t['median']:.2g}"
-                   + (" (median)" if t["hi"] > t["lo"] else ""))
-    ax.set_xlabel(f"s − p   (s = candidate's teacher score, "
-                  f"p = its query's {fig['positive_reference']} positive score)")
-    ax.set_title("Negative candidates: margin to the positive")
-    _legend(ax)
-    save("margins", f)
+            lines.append(((t["lo"], t["hi"]), None, f"{t['rule']}: threshold over queries"))
+        lines.append((t["median"], "--", f"{t['rule']}: drop if s − p > {t['median']:.2g}"
+                      + (" (median)" if t["hi"] > t["lo"] else "")))
+    save("margins", _panels(plt, fig["margins"], f"s − p   (s = candidate's teacher score, p = its query's "
+                                                  f"{fig['positive_reference']} positive score)",
+                            "Negative candidates: margin to the positive (one panel per outcome)", lines))
 
     f, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.8))
     counts = fig["kept_per_query"]
@@ -230,9 +235,9 @@ def _plots(fig: dict, out_dir: Path) -> dict[str, Path]:
     a1.set_ylabel("queries")
     a1.set_title(f"Per-query yield ({len(counts)} queries)")
     ranks = fig["kept_ranks"]
-    top_k = max(fig["top_k"], int(ranks.max(initial=1)))
-    a2.hist(ranks, bins=np.linspace(0.5, top_k + 0.5, min(top_k, 50) + 1), color=COLORS[KEPT], alpha=0.85)
-    a2.set_xlabel("retriever rank of kept negatives")
+    deepest = int(ranks.max(initial=1))  # the axis fits the kept ranks, not the mined depth
+    a2.hist(ranks, bins=np.linspace(0.5, deepest + 0.5, min(deepest, 50) + 1), color=COLORS[KEPT], alpha=0.85)
+    a2.set_xlabel(f"retriever rank of kept negatives (mined to rank {fig['top_k']})")
     a2.set_ylabel("kept negatives")
     a2.set_title(f"Ranks of kept negatives ({len(ranks)})")
     for a in (a1, a2):
@@ -295,15 +300,54 @@ def _rule_text(cfg: dict) -> str:
     return "; ".join(parts)
 
 
+def _id(x, n: int = 24) -> str:
+    """An id for a table cell: long ids cut in the middle, the whole id in the tooltip."""
+    x = "" if x is None else str(x)
+    shown = x if len(x) <= n else f"{x[:n - 9]}…{x[-8:]}"
+    return f'<code title="{_e(x)}">{_e(shown)}</code>'
+
+
+def _promoted_section(fig: dict, policy: str | None) -> list[str]:
+    """Positives first: what relabeling added to the labeled positives, and how each promotion compares with the
+    query's best labeled positive (the proxy of positive precision a run can show without more labels)."""
+    n = fig["promoted_total"]
+    flagged = fig["counts"].get(FLAGGED, 0)
+    out = ["<h2>Positives: labeled and promoted</h2>"]
+    if not n:
+        out.append(f'<p class="note">No candidate was promoted to positive (relabel policy: {_e(policy)}); every '
+                   f"positive in the training file is a labeled one."
+                   + (f" {flagged} suspects are flagged for a judge (neither positive nor negative)." if flagged
+                      else "") + "</p>")
+        return out
+    m = fig["promoted_margin"]
+    out.append(f'<p class="note"><b>{n} candidates were promoted to positive</b> (relabel policy {_e(policy)}) '
+               f"beside {fig['counts'].get(POSITIVE, 0)} labeled positives. A promoted positive is only as right as "
+               f"the teacher's promotions: measure that before training on them (bench/README.md, \"promotion\"). "
+               f"Their margin over the query's best labeled positive: median {np.median(m):+.3f}, "
+               f"{int((m < 0.05).sum())} of {n} within 0.05 of it.</p>")
+    rows = [[f'<td class="num">{i}</td>', f"<td>{_id(x['query_id'])}</td>", f"<td>{_id(x['doc_id'])}</td>",
+             f'<td class="num">{x["teacher_score"]:.3f}</td>', f'<td class="num">{x["positive_score"]:.3f}</td>',
+             f'<td class="num">{x["margin"]:+.3f}</td>', f'<td class="num">{_e(x["rank"])}</td>']
+            for i, x in enumerate(fig["promoted"], 1)]
+    out.append(_table(["#", "query", "promoted document", "s", "p<sub>best</sub>", "s − p<sub>best</sub>", "rank"],
+                      rows))
+    return out
+
+
 def html_page(data: dict, plots: dict[str, Path]) -> str:
     fig, s, manifests = data["figures"], data["summary"], data["manifests"]
     fcfg = manifests["filter"]["config"]
-    cards = [("queries", s["queries"]), ("positives (qrels)", s["positives"]),
-             ("candidates mined", s["candidates_mined"]), ("negatives kept", s["negatives_kept"]),
-             ("dropped", sum(s["dropped_by_reason"].values())), ("promoted to positive", s["relabeled_to_positive"])]
+    counts = fig["counts"]  # the same groups as the plots' panels, so cards and panels agree
+    dropped = {g.removeprefix("dropped: "): n for g, n in sorted(counts.items()) if g.startswith("dropped: ")}
+    cards = [("queries", s["queries"]), ("positives (qrels)", counts.get(POSITIVE, 0)),
+             ("promoted to positive", counts.get(PROMOTED, 0)), ("candidates mined", s["candidates_mined"]),
+             ("negatives kept", counts.get(KEPT, 0)), ("dropped", sum(dropped.values()))]
+    if counts.get(FLAGGED):
+        cards.append(("flagged for a judge", counts[FLAGGED]))
     if "training_rows" in s:
         cards.append((f"training rows ({s['training_format']})", s["training_rows"]))
-    reasons = ", ".join(f"{r}: {n}" for r, n in s["dropped_by_reason"].items()) or "none"
+    reasons = ", ".join(f"{r}: {n}" for r, n in dropped.items()) or "none"
+    policy = manifests.get("relabel", {}).get("summary", {}).get("policy")
     out = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -315,10 +359,11 @@ def html_page(data: dict, plots: dict[str, Path]) -> str:
         '<div class="cards">' + "".join(f"<div class=\"card\"><b>{_e(v)}</b><span>{_e(k)}</span></div>"
                                         for k, v in cards) + "</div>",
         f'<p class="note">Dropped by reason: {_e(reasons)}.</p>',
+        *_promoted_section(fig, policy),
         "<h2>Teacher scores</h2>",
-        '<p class="note">Every mined row by outcome: labeled positives (outline), promoted candidates, kept negatives,'
-        " and dropped candidates coloured by the reason the filter gave (a promoted candidate is counted as promoted,"
-        " not under the reason that dropped it).</p>",
+        '<p class="note">Every mined row by outcome, one panel each with its own vertical scale: labeled positives,'
+        " promoted candidates, flagged ones, kept negatives, and dropped candidates by the reason the filter gave (a"
+        " promoted or flagged candidate is counted as such, not under the reason that dropped it).</p>",
         _img(plots["scores"], "teacher score histograms"),
         "<h2>Margins to the positive</h2>",
     ]
@@ -336,15 +381,15 @@ def html_page(data: dict, plots: dict[str, Path]) -> str:
         + (f"; {int((counts >= req).sum())} have the {req} requested" if req else "") + ".</p>",
         _img(plots["yield"], "per-query yield and rank distribution"),
         "<h2>Suspected false negatives</h2>",
-        f'<p class="note">The {len(fig["suspects"])} dropped (or promoted) candidates the teacher scored highest '
+        f'<p class="note">The {len(fig["suspects"])} dropped (or promoted, or flagged) candidates the teacher scored highest '
         "relative to their query's best-scored labeled positive (s − p<sub>best</sub>, largest first; "
         "<code>not_sampled</code> rows are left out). Read each candidate against the positive: a candidate that "
         "answers the query as well is a false negative the filter rightly removed.</p>",
     ]
     rows = [[f'<td class="num">{i}</td>',
-             f'<td class="text"><code>{_e(x["query_id"])}</code><br>{_e(_cut(x.get("query_text", "")))}</td>',
-             f'<td class="text"><code>{_e(x.get("positive_id"))}</code><br>{_e(_cut(x.get("positive_text", "")))}</td>',
-             f'<td class="text"><code>{_e(x["doc_id"])}</code><br>{_e(_cut(x.get("candidate_text", "")))}</td>',
+             f'<td class="text">{_id(x["query_id"])}<br>{_e(_cut(x.get("query_text", "")))}</td>',
+             f'<td class="text">{_id(x.get("positive_id"))}<br>{_e(_cut(x.get("positive_text", "")))}</td>',
+             f'<td class="text">{_id(x["doc_id"])}<br>{_e(_cut(x.get("candidate_text", "")))}</td>',
              f'<td class="num">{x["teacher_score"]:.3f}</td>', f'<td class="num">{x["positive_score"]:.3f}</td>',
              f'<td class="num">{x["margin"]:+.3f}</td>', f'<td class="num">{_e(x["rank"])}</td>',
              f"<td>{_e(x['reason'] or '')}<br><b>{'promoted' if x['label'] == 'positive' else _e(x['label'])}</b></td>"]

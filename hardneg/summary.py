@@ -24,7 +24,9 @@ def summarize(run_dir: Path, relabeled: pl.DataFrame | None = None) -> dict:
     data_dir = Path(mine_manifest["inputs"][1]["path"])
     imported = read_manifest(data_dir).get("summary", {}) if (data_dir / MANIFEST).exists() else {}
     negatives = df.filter(~pl.col("is_positive"))
-    reasons = negatives.filter(pl.col("reason").is_not_null())["reason"].value_counts(sort=True)
+    # counted as the report's panels are: a promoted or flagged candidate is that, not a drop under its reason
+    dropped = negatives.filter(pl.col("label") == "dropped")
+    reasons = dropped["reason"].fill_null("relabel_suspect").value_counts(sort=True)
     out = {
         "queries": df["query_id"].n_unique(),
         "queries_without_positive_skipped": mined.get("queries_without_positive_skipped", 0),
@@ -34,6 +36,7 @@ def summarize(run_dir: Path, relabeled: pl.DataFrame | None = None) -> dict:
         "negatives_kept": int((df["label"] == "negative").sum()),
         "dropped_by_reason": {r: int(c) for r, c in reasons.iter_rows()},
         "relabeled_to_positive": int(((df["label"] == "positive") & (df["label_source"] != "qrels")).sum()),
+        "flagged": int((df["label"] == "flagged").sum()),
     }
     filter_cfg = require_finished(run_dir / LAYOUT["filter"], "filter")["config"]
     fig = figures(df, filter_cfg, top=3)
@@ -85,8 +88,11 @@ def render(summary: dict) -> str:
         f"negatives kept          {summary['negatives_kept']}",
         f"dropped                 {sum(summary['dropped_by_reason'].values())}",
     ]
-    lines += [f"  {reason:<22}{n}" for reason, n in summary["dropped_by_reason"].items()]
+    lines += [f"  {reason:<22}{n}" if len(reason) < 22 else f"  {reason} {n}"
+              for reason, n in summary["dropped_by_reason"].items()]
     lines.append(f"relabeled to positive   {summary['relabeled_to_positive']}")
+    if summary.get("flagged"):
+        lines.append(f"flagged for a judge     {summary['flagged']}")
     if "training_file" in summary:
         lines.append(
             f"training file           {summary['training_file']} "

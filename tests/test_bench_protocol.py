@@ -101,34 +101,56 @@ def test_hidden_copy_round_trips_through_the_beir_reader(tmp_path):
     assert {tuple(r.split("\t")[:2]) for r in hidden_rows} == {(q, d) for q in hidden for d in hidden[q]}
 
 
-def test_kept_rows_of_an_earlier_run_stay_marked_and_rerun_rows_replace_them(tmp_path):
-    import argparse
-    import json
+class _Truth:
+    """What bench/hidden_positive.py's Truth holds, for two queries in text space."""
+    qid = {"query one": "q1", "query two": "q2"}
+    labeled_text = {"q1": "P1", "q2": "P2"}
+    relevant_text = {"q1": {"P1", "H1"}, "q2": {"P2"}}
+    queries = ["q1", "q2"]
+
+
+def test_the_judge_counts_wrong_negatives_and_wrong_positives_of_a_training_file():
+    hp = _load("hidden_positive")
+    rows = [("query one", "P1", ["H1"]), ("query one", "P1", ["N1"]),   # H1 is a hidden positive: a false negative
+            ("query one", "X", ["N1"]),                                    # a promoted positive that is wrong
+            ("query one", "H1", ["N1"]),                                   # a promoted positive that is right
+            ("query two", "P2", ["N2"]), ("query two", "P2", ["N3"])]
+    m = hp.judge(_Truth(), rows, requested=2)
+    assert (m["negatives"], m["false_negatives"]) == (4, 1)            # distinct: q1 {H1, N1}, q2 {N2, N3}
+    assert m["fn_rate"] == 0.25 and m["queries_with_fn"] == 0.5 and m["yield"] == 1.0
+    assert m["positive_pairs"] == 4 and m["positive_precision"] == 0.75   # P1, X, H1, P2: X is wrong
+    assert (m["promoted_pairs"], m["promoted_precision"]) == (2, 0.5)
+    assert m["training_rows"] == 6 and m["wrong_positive_rows"] == 1 / 6
+
+
+def test_training_rows_read_every_export_format(tmp_path):
+    import polars as pl
 
     hp = _load("hidden_positive")
+    pl.DataFrame({"anchor": ["q"], "positive": ["p"], "negative_1": ["a"], "negative_2": ["b"]}).write_parquet(
+        tmp_path / "n.parquet")
+    assert hp.training_rows(tmp_path / "n.parquet", "n-tuple") == [("q", "p", ["a", "b"])]
+    pl.DataFrame({"query": ["q", "q"], "document": ["p", "a"], "label": [1.0, 0.0]}).write_parquet(
+        tmp_path / "l.parquet")
+    assert hp.training_rows(tmp_path / "l.parquet", "labeled") == [("q", "p", []), ("q", None, ["a"])]
+    pl.DataFrame({"query": ["q"], "pos": [["p1", "p2"]], "neg": [["a"]]}).write_ndjson(tmp_path / "f.jsonl")
+    assert hp.training_rows(tmp_path / "f.jsonl", "flagembedding") == [("q", "p1", ["a"]), ("q", "p2", ["a"])]
 
-    def row(name, fn):
-        return {"configuration": name, "note": "", "wall_seconds": 1.0, "fn_rate": fn, "queries_with_fn": 0.1,
-                "negatives_per_query": 5.0, "yield": 1.0, "score_vs_positive": 0.5, "mean_rank": 9.0}
 
-    earlier = {"command": "python bench/hidden_positive.py --old", "split": "test", "seed": 0, "max_seq_length": 64,
-               "negatives_requested": 5, "rows": [row("naive dense top-5", 0.3), row("ST x", 0.2),
-                                                  row("hardneg a (configs/a.toml)", 0.1)]}
-    (tmp_path / "old.json").write_text(json.dumps(earlier))
-    args = argparse.Namespace(split="test", seed=0, max_seq_length=64, negatives=5, out=tmp_path / "out",
-                              data=Path("nfcorpus"), ce_steps=1, ce_max_length=8, ce_queries=1,
-                              run={"command": "python bench/hidden_positive.py --new", "started": "now",
-                                   "load_average": [1.0, 1.0, 1.0]})
-    args.earlier = hp.earlier_rows(tmp_path / "old.json", args)
-    hp.save([row("naive dense top-5", 0.31), row("hardneg b (configs/b.toml)", 0.05)], args, [], 300)
-    out = json.loads((tmp_path / "out" / "hidden_positive.json").read_text())
-    got = {r["configuration"]: (r["run"], r["fn_rate"]) for r in out["rows"]}
-    assert got == {"naive dense top-5": (2, 0.31), "ST x": (1, 0.2), "hardneg a (configs/a.toml)": (1, 0.1),
-                   "hardneg b (configs/b.toml)": (2, 0.05)}
-    assert [r["id"] for r in out["runs"]] == [1, 2] and out["runs"][0]["command"].endswith("--old")
-    table = (tmp_path / "out" / "hidden_positive.md").read_text()
-    assert "| 1 |" in table and "| 2 |" in table and "Run 1: `python bench/hidden_positive.py --old`" in table
+def test_promotion_curves_trade_precision_for_recall():
+    hp = _load("hidden_positive")
 
-    args.max_seq_length = 128
-    with pytest.raises(SystemExit, match="max_seq_length"):
-        hp.earlier_rows(tmp_path / "old.json", args)
+    def r(q, d, s, rank, pos=False):
+        return {"query_id": q, "doc_id": d, "teacher_score": s, "rank": rank, "is_positive": pos}
+
+    scored = [r("q1", "p", 0.5, 3, True), r("q1", "h", 0.6, 1), r("q1", "n", 0.55, 2), r("q1", "m", 0.3, 20),
+              r("q2", "p2", 0.4, 1, True), r("q2", "h2", 0.35, 15)]
+    relevant = {"q1": {"p", "h"}, "q2": {"p2", "h2"}}
+    curve = {p["threshold"]: p for p in hp.promotion_curve(scored, {}, relevant, "teacher", [-0.1, 0.0, 0.08])}
+    assert curve[0.08]["promoted"] == 1 and curve[0.08]["precision"] == 1.0 and curve[0.08]["recall"] == 0.5
+    assert curve[0.0]["promoted"] == 2 and curve[0.0]["precision"] == 0.5
+    assert curve[-0.1]["promoted"] == 3 and curve[-0.1]["recall"] == 1.0
+    ranked = hp.promotion_curve(scored, {}, relevant, "teacher+rank10", [-0.1])[0]
+    assert ranked["promoted"] == 2 and ranked["recall"] == 0.5           # h2 is ranked 15th
+    top1 = hp.promotion_curve(scored, {}, relevant, "top1", [-0.1])[0]
+    assert top1["promoted"] == 2 and top1["precision"] == 1.0           # h for q1, h2 for q2

@@ -59,6 +59,38 @@ def test_figures_of_a_hand_made_query():
         ("a", "p1", -0.1), ("b", "p1", -0.22)]
 
 
+def test_promoted_and_flagged_rows_are_named_as_what_they_are():
+    filtered = filter_table(scored(ROWS + [("q", "e", 6, False, 0.85)]), FilterConfig(negatives_per_query=0))
+    promoted = report.figures(pl.from_arrow(relabel_table(filtered, RelabelConfig(policy="relabel"))),
+                              asdict(FilterConfig()))
+    assert promoted["counts"][report.PROMOTED] == 1 and report.FLAGGED not in promoted["counts"]
+    assert promoted["promoted_total"] == 1 and promoted["promoted"][0]["doc_id"] == "e"
+    assert promoted["promoted"][0]["margin"] == pytest.approx(0.05, abs=1e-6)  # 0.85 - best positive 0.80
+    flagged = report.figures(pl.from_arrow(relabel_table(filtered, RelabelConfig(policy="keep-flagged"))),
+                             asdict(FilterConfig()))
+    assert flagged["counts"][report.FLAGGED] == 1 and report.PROMOTED not in flagged["counts"]
+    assert flagged["promoted_total"] == 0
+    dropped = report.figures(pl.from_arrow(relabel_table(filtered, RelabelConfig())), asdict(FilterConfig()))
+    assert report.PROMOTED not in dropped["counts"] and report.FLAGGED not in dropped["counts"]
+
+
+def test_the_page_puts_promotions_first_and_cuts_long_ids(run, tmp_path):
+    long_id = "doc-" + "x" * 60
+    df = relabeled(run)
+    q = df.filter(~pl.col("is_positive"))["query_id"][0]
+    extra = df.filter(pl.col("query_id") == q).head(1).with_columns(
+        pl.lit(long_id).alias("doc_id"), pl.lit(False).alias("is_positive"), pl.lit("positive").alias("label"),
+        pl.lit("teacher").alias("label_source"), pl.lit(9.0, dtype=pl.Float32).alias("teacher_score"))
+    data = report.collect(run)
+    data["figures"] = report.figures(pl.concat([df, extra]), read_manifest(run / "filtered")["config"])
+    page = tmp_path / "r.html"
+    report.write(data, page)
+    text = page.read_text()
+    assert text.index("Positives: labeled and promoted") < text.index("<h2>Teacher scores</h2>")
+    assert "1 candidates were promoted to positive" in text
+    assert long_id not in text.replace(f'title="{long_id}"', "") and f'title="{long_id}"' in text
+
+
 def test_thresholds_and_lines_of_the_other_rules():
     df = pl.from_arrow(relabel_table(filter_table(scored(ROWS), FilterConfig()), RelabelConfig()))
     cfg = asdict(FilterConfig(rules=["margin-pos", "max-score", "min-score"], margin=0.1, max_score=0.65,
@@ -73,12 +105,13 @@ def test_figures_account_for_every_row_of_a_run(run, dup_id):
     df = relabeled(run)
     cfg = read_manifest(run / "filtered")["config"]
     fig = report.figures(df, cfg, top=1000)
-    promoted = df["label_source"] == "teacher"
+    promoted = (df["label"] == "positive") & ~df["is_positive"]
     assert sum(len(v) for v in fig["scores"].values()) == df.height
     assert len(fig["scores"][report.POSITIVE]) == df["is_positive"].sum()
     assert len(fig["scores"].get(report.PROMOTED, [])) == promoted.sum()
     for reason in df["reason"].drop_nulls().unique():
         assert len(fig["scores"][f"dropped: {reason}"]) == ((df["reason"] == reason) & ~promoted).sum()
+    assert {g: len(v) for g, v in fig["scores"].items()} == fig["counts"]  # cards and panels count alike
     assert sum(len(v) for v in fig["margins"].values()) == (~df["is_positive"]).sum()  # every query has a positive
     kept = df.filter(pl.col("label") == "negative")
     assert fig["kept_per_query"].sum() == kept.height and len(fig["kept_per_query"]) == df["query_id"].n_unique()

@@ -11,7 +11,8 @@ def relabel_cmd(
     filtered: Path = typer.Argument(..., help="Filtered directory written by `hardneg filter`."),
     out: Path = typer.Option(..., "--out", help="Relabeled directory to write."),
     policy: choice("Policy", RELABEL_POLICIES) = typer.Option(
-        "relabel", "--policy", help="Suspected false negatives: relabel (promote), drop, or keep-flagged (for a judge)."
+        "drop", "--policy", help="Suspected false negatives: drop (the default: neither negative nor positive), relabel "
+        "(promote to positive; measure it first, see README), or keep-flagged (for a judge)."
     ),
     promote: bool = typer.Option(True, "--promote/--no-promote", help="--no-promote = --policy drop."),
     positive_reference: choice("Reference", POSITIVE_REFERENCES) = typer.Option(

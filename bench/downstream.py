@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import os
 import random
@@ -55,6 +56,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PROTOCOL_SEED = 0
 MINER_LENGTH = 256  # the base model's own max_seq_length: what a user mining with it gets
 BEGIN, END = "<!-- downstream:begin -->", "<!-- downstream:end -->"
+# Whether the hardneg this process started with has score's reuse of the index embeddings (checked once, at start:
+# a worker that started without it never mixes modules from before and after a merge; restart it after merging)
+SCORE_REUSE = importlib.util.find_spec("hardneg.teachers.embeddings") is not None
 
 # row -> keyword arguments of sentence_transformers.util.mine_hard_negatives (besides data, model, corpus)
 ST_ROWS = {
@@ -280,35 +284,38 @@ def hidden_copy(ds: Dataset) -> Path:
 
 
 def file_hardneg(row: str, ds: Dataset, args) -> dict:
-    """`hardneg run DATA_DIR --out RUN --config FILE` unchanged; rows = its export's (positive, negative) pairs."""
-    import importlib.util
-
+    """`hardneg run DATA_DIR --out RUN --config FILE` unchanged; rows = its exported triplets, texts mapped to ids."""
+    if not SCORE_REUSE:
+        # without score's reuse of the index embeddings, a top-1000 pool costs hours of teacher encoding per part
+        raise NotYet("this hardneg's score stage does not reuse the index embeddings (merge branch score, restart)")
     import polars as pl
 
-    from hardneg import schemas
     from hardneg.config import load_pipeline
-    from hardneg.io.stagedir import read_stage
     from hardneg.pipeline import run
 
     path = config_path(row.removeprefix("hardneg-"))
-    if importlib.util.find_spec("hardneg.teachers.embeddings") is None:
-        # without score's reuse of the index embeddings, a top-1000 pool costs hours of teacher encoding per part
-        raise NotYet("this hardneg's score stage does not reuse the index embeddings yet (merge branch score)")
     data_dir = hidden_copy(ds)
     # one run directory per config name: an edited config rebuilds only its changed stages and what follows
     paths = run(data_dir, ds.cache / "hardneg" / path.stem, load_pipeline(path), overwrite=True, log=log)
-    rel = pl.from_arrow(read_stage(paths["relabel"], "relabel", schemas.RELABELED))
+    if not str(paths["export"]).endswith(".parquet"):
+        raise SystemExit(f"{path}: bench/downstream.py trains on a Parquet triplets export")
+    table = pl.read_parquet(paths["export"])
+    if table.columns[:3] != ["anchor", "positive", "negative"]:
+        raise SystemExit(f"{path}: the export is not triplets (columns {table.columns}); downstream trains on triplets")
+    qids_of: dict[str, list[str]] = {}
+    for q in sorted(ds.labeled):
+        qids_of.setdefault(ds.queries[q], []).append(q)
+
+    def doc_id(text: str) -> str:
+        ids = ds.by_text.get(text) or ds.by_text.get(text.strip())
+        if not ids:
+            raise SystemExit(f"{path}: an exported text is not a corpus document: {text[:80]!r}")
+        return ids[0]
+
     rows: dict[str, list[list[str]]] = {}
-    for qid, g in rel.group_by("query_id"):
-        qid = qid[0] if isinstance(qid, tuple) else qid
-        pos = g.filter(pl.col("label") == "positive")["doc_id"].to_list()
-        neg = g.filter(pl.col("label") == "negative")["doc_id"].to_list()
-        if pos and neg:  # as the triplets export: every positive x every negative; a query without negatives is out
-            rows[qid] = [[p, n] for p in pos for n in neg]
-    manifest = json.loads(Path(f"{paths['export']}.manifest.json").read_text())
-    n_rows = sum(map(len, rows.values()))
-    if manifest.get("summary", {}).get("rows", n_rows) != n_rows:
-        log(f"warning: {path.name}: {n_rows} rows from relabel, export wrote {manifest['summary']['rows']}")
+    for anchor, pos, neg in table.select("anchor", "positive", "negative").iter_rows():
+        for q in qids_of.get(anchor, []):  # the training file as the user gets it, its texts mapped back to ids
+            rows.setdefault(q, []).append([doc_id(pos), doc_id(neg)])
     return rows
 
 

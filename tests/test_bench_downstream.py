@@ -99,3 +99,33 @@ def test_table_calls_a_lead_a_win_only_beyond_the_seeds_spread():
     text = downstream.markdown(doc)
     assert "+0.10 vs base (within spread)" in text
     assert ": beyond the seeds' spread" in text
+
+
+def test_a_hardneg_row_trains_on_the_exported_triplets_of_the_config_run_as_shipped(tmp_path, tiny_src, monkeypatch):
+    """The tiny collection as a train split: hardneg runs configs/bm25-fast.toml on the hidden-positive copy, and the
+    training file is its exported triplets mapped back to ids: labeled positives only (the config drops suspects),
+    never the labeled positive as a negative, as many rows as the export wrote."""
+    import json
+
+    src = tmp_path / "tiny"
+    (src / "qrels").mkdir(parents=True)
+    for name in ("corpus.jsonl.gz", "queries.jsonl"):
+        (src / name).symlink_to(tiny_src / name)
+    for split in ("train", "test"):
+        (src / "qrels" / f"{split}.tsv").write_text((tiny_src / "qrels" / "test.tsv").read_text())
+    monkeypatch.setattr(downstream, "SCORE_REUSE", True)
+    args = types.SimpleNamespace(max_seq_length=64)
+    ds = downstream.Dataset(src, tmp_path / "cache" / "downstream", quick=False)
+    f = downstream.training_file("hardneg-bm25-fast", ds, args)
+    rows = f["rows"]
+    assert rows and set(rows) <= set(ds.labeled)
+    assert all(p == ds.labeled[q] and n != p and n in ds.corpus for q, rs in rows.items() for p, n in rs)
+    run = tmp_path / "cache" / "downstream" / "tiny" / "hardneg" / "bm25-fast"
+    manifest = json.loads((run / "train.parquet.manifest.json").read_text())
+    assert sum(map(len, rows.values())) == manifest["summary"]["rows"]
+    m = f["metrics"]
+    assert m["rows"] == manifest["summary"]["rows"] and m["wrong_positives"] == 0
+    assert 0 <= m["fn_rate"] <= 1 and m["median_rank"] >= 2
+    # cached under a key of the config file's content
+    key = downstream.file_key("hardneg-bm25-fast")
+    assert (ds.cache / "files" / f"hardneg-bm25-fast-{key}.json").exists()

@@ -495,14 +495,16 @@ def summarize(runs: list[dict], files: list[dict]) -> dict:
     return summary
 
 
-def verdict(s: dict, base: dict | None, best_other: tuple | None) -> str:
-    """'wins' only when the mean is ahead by more than both rows' standard deviations combined."""
-    notes = []
-    if base is not None and s is not base:
-        d = s["ndcg"] - base["ndcg"]
-        notes.append(f"{d * 100:+.2f} vs base" + (" (beyond spread)" if abs(d) > s["ndcg_sd"] + base["ndcg_sd"] else
-                                                  " (within spread)"))
-    return "; ".join(notes)
+def verdict(s: dict, base: dict | None) -> str:
+    """A row beats the base model only when its mean is ahead by more than the seeds' spread (both rows' standard
+    deviations added; the base model is deterministic); one seed has no spread to judge by."""
+    if base is None or s is base:
+        return ""
+    d = s["ndcg"] - base["ndcg"]
+    if s["n"] < 2:
+        return f"{d * 100:+.2f} (one seed: no spread yet)"
+    return f"{d * 100:+.2f} vs base" + (" (beyond spread)" if abs(d) > s["ndcg_sd"] + base["ndcg_sd"] else
+                                      " (within spread)")
 
 
 def markdown(doc: dict) -> str:
@@ -534,7 +536,7 @@ def markdown(doc: dict) -> str:
             mark = "**" if s is best else ""
             lines.append(
                 f"| {k[1]} | {s['n']} | {mark}{s['ndcg']:.4f} ± {s['ndcg_sd']:.4f}{mark} | "
-                f"{s['recall']:.4f} ± {s['recall_sd']:.4f} | {verdict(s, base, None) or '–'} | "
+                f"{s['recall']:.4f} ± {s['recall_sd']:.4f} | {verdict(s, base) or '–'} | "
                 f"{f.get('queries', '–')} | {f.get('rows', '–')} | {pct(f.get('fn_rate'))} | "
                 f"{pct(f.get('queries_with_fn'))} | {pct(f.get('rows_with_wrong_positive'))} | "
                 f"{num(f.get('median_rank'), '.0f')} | {num(f.get('median_ratio'), '.3f')} |")
@@ -545,9 +547,11 @@ def markdown(doc: dict) -> str:
                 gap = a["ndcg"] - b["ndcg"]
                 name = {id(v): k[1] for k, v in summary.items()}
                 beyond = gap > a["ndcg_sd"] + b["ndcg_sd"]
+                judged = ("one seed: no spread yet" if min(a["n"], b["n"]) < 2 else
+                          f"{'beyond' if beyond else 'within'} the seeds' spread "
+                          f"({(a['ndcg_sd'] + b['ndcg_sd']) * 100:.2f})")
                 lines += ["", (f"Best trained row: {name[id(a)]} ({a['ndcg']:.4f}), {gap * 100:.2f} points ahead of "
-                              f"{name[id(b)]}: {'beyond' if beyond else 'within'} the seeds' spread "
-                              f"({(a['ndcg_sd'] + b['ndcg_sd']) * 100:.2f}).")]
+                              f"{name[id(b)]}: {judged}.")]
         lines.append("")
     return "\n".join(lines)
 
@@ -639,14 +643,19 @@ def main(argv=None):
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     ap.add_argument("--cache", type=Path, default=ROOT / "bench" / ".cache" / "downstream")
     args = ap.parse_args(argv)
-    command = "python bench/downstream.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    # the command that reproduces the table (workers split --datasets; --report-only rewrites it from the cache)
+    command = (f"python bench/downstream.py --data-root ../shared/data --rows {' '.join(args.rows)} --seeds "
+               f"{' '.join(map(str, args.seeds))} --steps {args.steps} --batch-size {args.batch_size} --lr {args.lr} "
+               f"--max-seq-length {args.max_seq_length}")
     if args.quick:
+        command = "python bench/downstream.py --data-root ../shared/data --quick"
         args.datasets, args.rows, args.seeds, args.steps = ["scifact"], ["base", "in-batch", "random"], [0], 5
         args.out, args.cache = args.out / "quick", args.cache.with_name("downstream-quick")
         args.report_datasets = args.datasets
     readme = None if args.quick else ROOT / "bench" / "README.md"
     settings = {k: v for k, v in vars(args).items() if k in ("steps", "batch_size", "lr", "max_seq_length", "quick")}
-    header = {"command": command, "settings": settings | {"protocol_seed": PROTOCOL_SEED, "miner_length": MINER_LENGTH}}
+    header = {"command": command, "argv": sys.argv[1:] if argv is None else argv,
+              "settings": settings | {"protocol_seed": PROTOCOL_SEED, "miner_length": MINER_LENGTH}}
 
     def report():
         write_results(header | collect(args), args.out, readme)

@@ -99,6 +99,9 @@ def test_table_calls_a_lead_a_win_only_beyond_the_seeds_spread():
     text = downstream.markdown(doc)
     assert "+0.10 vs base (within spread)" in text
     assert ": beyond the seeds' spread" in text
+    doc["runs"] = [r for r in doc["runs"] if r["row"] != "naive" or r["seed"] == 0]
+    assert "| naive | 1 | **0.3400 ± 0.0000** |" in downstream.markdown(doc)  # the best mean, in bold
+    assert "+4.00 (one seed: no spread yet)" in downstream.markdown(doc)
 
 
 def test_a_hardneg_row_trains_on_the_exported_triplets_of_the_config_run_as_shipped(tmp_path, tiny_src, monkeypatch):

@@ -29,6 +29,7 @@ BACKENDS = ("torch", "onnx", "onnx-int8")  # encoder runtime; onnx*: CPU, `pip i
 SHORT_POLICIES = ("keep", "drop", "pad")  # queries left with fewer than negatives_per_query negatives
 RELABEL_POLICIES = ("relabel", "drop", "keep-flagged")
 EXECUTORS = ("local", "ray")  # hardneg.executor
+DEPTHS = ("auto", "adaptive", "full")  # score: adaptive depth where exact, always, or never
 
 
 @dataclass
@@ -91,6 +92,9 @@ class ScoreConfig(EncoderConfig):
     batch_size: int = 32
     max_length: int | None = None  # cross-encoder: max tokens of query + document
     dtype: str = "auto"  # auto = float32; float16 / bfloat16 on CUDA
+    depth: str = "auto"  # auto | adaptive | full: score ranks window by window and stop a query once the filter has
+    # its negatives (auto: only where that gives the same training file; see docs/scoring.md); full: every candidate
+    first_window: int = 50  # adaptive: ranks scored first; the window doubles until top_k
 
 
 @dataclass
@@ -155,6 +159,7 @@ CHOICES = {
     "short_policy": SHORT_POLICIES,
     "policy": RELABEL_POLICIES,
     "backend": BACKENDS,
+    "depth": DEPTHS,
 }
 
 
@@ -205,7 +210,8 @@ def validate(cfg, source: str = "options"):
             from hardneg.onnx_backend import require
 
             require(cfg.backend)
-    for name in ("top_k", "batch_size", "query_batch_size", "encode_chunk_size", "ivf_nprobe", "hnsw_m"):
+    for name in ("top_k", "first_window", "batch_size", "query_batch_size", "encode_chunk_size", "ivf_nprobe",
+                 "hnsw_m"):
         if hasattr(cfg, name) and getattr(cfg, name) < 1:
             raise HardnegError(f"{source}: {name} must be at least 1")
     return cfg

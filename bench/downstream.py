@@ -587,7 +587,8 @@ def plot(doc: dict, out: Path) -> None:
                                 va="bottom")
             if metric == "median_rank":
                 ax.set_xscale("log")
-                ax.invert_xaxis()
+            else:
+                ax.set_xlim(-1, max(10.0, ax.get_xlim()[1] * 1.1))
             ax.set_xlabel(label + (" (%)" if metric == "fn_rate" else ""), fontsize=9)
             ax.set_ylabel(f"{dataset} test nDCG@10 (mean ± sd)", fontsize=9)
             ax.grid(alpha=0.3)

@@ -1,24 +1,46 @@
-"""Downstream check: does training on hardneg's negatives give a better retriever than the alternatives?
+"""Downstream benchmark: does a model fine-tuned on hardneg's training file beat one trained on the alternatives?
 
-    python bench/downstream.py --data ../shared/data/nfcorpus --out bench/results
+    python bench/downstream.py --data-root ../shared/data                  # the full run (resumes from bench/.cache)
+    python bench/downstream.py --data-root ../shared/data --quick          # smoke: SciFact, 3 rows, 1 seed, minutes
+    python bench/downstream.py --report-only                               # table + plot from the JSON
 
-Fine-tunes the packaged all-MiniLM-L6-v2 with MultipleNegativesRankingLoss on a seeded subsample of NFCorpus TRAIN
-queries, one labeled positive each (the other relevant documents hidden, as in bench/hidden_positive.py), with one
-negative per query from: none (in-batch negatives only), naive dense top-1 (the best-ranked non-positive),
-sentence-transformers' `mine_hard_negatives` with its defaults (num_negatives=1), and hardneg's configs/default.toml
-(its best-ranked kept negative; queries left without one are left out, as a user's training file would). Same seed,
-steps, batch size and learning rate for every row; evaluated on NFCorpus TEST (all qrels) with nDCG@10 and
-Recall@100 over the full corpus (bench/protocol.py::ndcg_recall). The first row is the base model.
-Results of each row are cached in bench/.cache so that a rerun only does what is missing.
+Protocol (per data set, NFCorpus and SciFact, BEIR layout under --data-root):
+* Training data: the TRAIN split, every train query with a relevant document. Each query keeps ONE labeled positive
+  (a seeded choice, protocol seed 0, the same for every row and training seed) and the rest of its train qrels are
+  hidden, as in the hidden-positive protocol. Every miner sees only the labeled positives; a negative it emits that
+  is relevant by the FULL train qrels (or has the text of such a document) is a false negative, and a training
+  positive that is not relevant by them (a relabel promotion) is a wrong positive.
+* Rows (training files): `in-batch` (query, labeled positive); `random` (5 random non-positive documents);
+  `naive` (dense top-5 non-positives of the base model, sentence-transformers' miner without rules);
+  `st-default`, `st-margin` (relative_margin 0.05), `st-recipe` (its documented recipe: range 10-50, max_score
+  0.8, relative_margin 0.05, 5 negatives, random sampling) from `sentence_transformers.util.mine_hard_negatives`;
+  `hardneg-NAME` = `hardneg run DATA_DIR --out RUN --config configs/NAME.toml` exactly (bench/configs/NAME.toml
+  for the bench variants), on a `hardneg import` of the hidden-positive train split. The miners use the base model at
+  its own length (256 tokens), as a user would.
+* Training: all-MiniLM-L6-v2 (packaged) + MultipleNegativesRankingLoss, the same budget for every row: --steps
+  steps of --batch-size rows; an epoch visits every query of the file once (seeded order), with one of its rows
+  (positive, negative) drawn at random, so a query never repeats in a batch and a query with many rows does not
+  dominate; AdamW, --lr, linear warm-up over 10% then linear decay; --max-seq-length tokens for training and
+  evaluation. Seeds (--seeds) vary the order, the draws and the torch state.
+* Evaluation: the TEST split over the full corpus, exact cosine, nDCG@10 and Recall@100 (bench/protocol.py).
+* Cache: bench/.cache/downstream/<data set>/ holds the hidden-positive copy and its import, each hardneg run
+  (keyed by the config file's content), each training file (ids, metrics) and each model's evaluation (keyed by the
+  training file's content and the training settings): a killed run resumes where it stopped.
+
+Results: bench/results/downstream.json ({"runs": [...], "files": [...]}), bench/results/downstream.md and the
+table between the downstream markers of bench/README.md, bench/results/downstream.png (nDCG@10 against the training
+file's false-negative rate and hardness, one point per row).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import hashlib
+import importlib.util
 import json
 import os
 import random
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -28,57 +50,156 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench.hidden_positive import Stages, read_stage, st_cache, write_hidden_copy  # noqa: E402
-from bench.protocol import hide_positives, ndcg_recall, read_beir  # noqa: E402
+from bench.protocol import hide_positives, ndcg_recall, read_beir
 
 ROOT = Path(__file__).resolve().parent.parent
+PROTOCOL_SEED = 0
+MINER_LENGTH = 256  # the base model's own max_seq_length: what a user mining with it gets
+BEGIN, END = "<!-- downstream:begin -->", "<!-- downstream:end -->"
+# Whether the hardneg this process started with has score's reuse of the index embeddings (checked once, at start:
+# a worker that started without it never mixes modules from before and after a merge; restart it after merging)
+SCORE_REUSE = importlib.util.find_spec("hardneg.teachers.embeddings") is not None
+
+# row -> keyword arguments of sentence_transformers.util.mine_hard_negatives (besides data, model, corpus)
+ST_ROWS = {
+    "naive": {"num_negatives": 5, "range_min": 0, "sampling_strategy": "top"},
+    "st-default": {},
+    "st-margin": {"relative_margin": 0.05},
+    "st-recipe": {"range_min": 10, "range_max": 50, "max_score": 0.8, "relative_margin": 0.05, "num_negatives": 5,
+                  "sampling_strategy": "random"},
+}
+PRIORITY = ["base", "in-batch", "hardneg-default", "naive", "st-default", "st-recipe", "st-margin", "random"]
 
 
-def load_model(path: str, max_seq_length: int):
+class NotYet(Exception):
+    """A job that cannot run now (another process holds its miner's lock; the installed hardneg lacks what the row
+    needs): deferred to a later pass."""
+
+
+def log(msg: str) -> None:
+    print(f"[downstream {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def sha(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def config_path(name: str) -> Path:
+    """hardneg-NAME -> configs/NAME.toml (shipped) or bench/configs/NAME.toml (a bench variant)."""
+    for base in (ROOT / "configs", ROOT / "bench" / "configs"):
+        if (base / f"{name}.toml").exists():
+            return base / f"{name}.toml"
+    raise SystemExit(f"no configs/{name}.toml or bench/configs/{name}.toml")
+
+
+class Dataset:
+    """One BEIR data set: texts, the hidden-positive protocol on its train split, its test qrels, its cache."""
+
+    def __init__(self, src: Path, cache: Path, quick: bool):
+        self.name = src.name
+        self.src = src
+        self.corpus, self.queries, self.train_qrels = read_beir(src, "train")
+        _, _, self.test_qrels = read_beir(src, "test")
+        relevant = {q: r for q, r in self.train_qrels.items() if q in self.queries and any(v > 0 for v in r.values())}
+        self.labeled, self.hidden = hide_positives(relevant, PROTOCOL_SEED, min_relevant=1)
+        self.doc_ids = list(self.corpus)
+        self.eval_doc_ids = self.doc_ids
+        if quick:  # a smaller corpus to evaluate on: the test-relevant documents and 1,000 others
+            rel = {d for r in self.test_qrels.values() for d, v in r.items() if v > 0}
+            others = sorted(set(self.doc_ids) - rel)
+            self.eval_doc_ids = sorted(rel & set(self.corpus)) + random.Random(0).sample(others, 1000)
+        self.by_text: dict[str, list[str]] = {}
+        for d, text in self.corpus.items():
+            self.by_text.setdefault(text, []).append(d)
+        self.cache = cache / self.name
+        self.cache.mkdir(parents=True, exist_ok=True)
+
+    def relevant_train(self, qid: str) -> set[str]:
+        """Every document relevant to qid by the full train qrels, with the documents of identical text."""
+        docs = {d for d, r in self.train_qrels.get(qid, {}).items() if r > 0 and d in self.corpus}
+        return {twin for d in docs for twin in self.by_text[self.corpus[d]]}
+
+
+# ---------------------------------------------------------------- models
+
+
+def load_model(max_seq_length: int):
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(path, device="cpu")
+    from hardneg.models import resolve
+
+    model = SentenceTransformer(resolve("all-MiniLM-L6-v2"), device="cpu")
     model.max_seq_length = max_seq_length
     return model
 
 
-def evaluate(model, corpus: dict, queries: dict, qrels: dict, batch_size: int = 64) -> dict:
-    doc_ids = list(corpus)
-    qids = [q for q in qrels if q in queries]
-    d = model.encode([corpus[x] for x in doc_ids], batch_size=batch_size, normalize_embeddings=True,
-                     convert_to_numpy=True, show_progress_bar=True)
-    q = model.encode([queries[x] for x in qids], batch_size=batch_size, normalize_embeddings=True,
-                     convert_to_numpy=True)
+def encode(model, texts: list[str], desc: str) -> np.ndarray:
+    log(f"encoding {len(texts)} {desc}")
+    return model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True,
+                        show_progress_bar=True)
+
+
+def evaluate(model, ds: Dataset) -> dict:
+    qids = [q for q in ds.test_qrels if q in ds.queries and any(v > 0 for v in ds.test_qrels[q].values())]
+    d = encode(model, [ds.corpus[x] for x in ds.eval_doc_ids], f"{ds.name} documents")
+    q = encode(model, [ds.queries[x] for x in qids], f"{ds.name} test queries")
     scores = q @ d.T
     top = np.argsort(-scores, axis=1, kind="stable")[:, :100]
-    run = {qid: [doc_ids[j] for j in top[i]] for i, qid in enumerate(qids)}
-    return ndcg_recall(run, {x: qrels[x] for x in qids}), d
+    run = {qid: [ds.eval_doc_ids[j] for j in top[i]] for i, qid in enumerate(qids)}
+    m = ndcg_recall(run, {x: ds.test_qrels[x] for x in qids})
+    return {"ndcg_at_10": m["ndcg@10"], "recall_at_100": m["recall@100"], "test_queries": len(qids)}, d
 
 
-def train(model, rows: list[tuple[str, ...]], steps: int, batch_size: int, lr: float, seed: int):
-    """MultipleNegativesRankingLoss over (anchor, positive[, negative]) rows; seeded shuffles, linear warmup 10%."""
+def batches(qids: list[str], steps: int, batch_size: int, rng: random.Random):
+    """`steps` batches of query ids: epochs of every query once in a seeded order; the rest of an epoch that does not
+    fill a batch goes first, and the next epoch's copies of those queries go to its end (no query twice in a batch,
+    none skipped). Lazy, so a caller drawing from the same `rng` between batches keeps one reproducible stream."""
+    queue: list[str] = []
+    for _ in range(steps):
+        if len(queue) < batch_size:
+            nxt = qids[:]
+            rng.shuffle(nxt)
+            pending = set(queue)
+            queue += [q for q in nxt if q not in pending] + [q for q in nxt if q in pending]
+        batch, queue = queue[:batch_size], queue[batch_size:]
+        yield batch
+
+
+def train(model, rows: dict[str, list[list[str]]], ds: Dataset, args, seed: int):
+    """MultipleNegativesRankingLoss; an epoch = every query once (seeded order), one of its rows drawn at random."""
     import torch
-    from sentence_transformers.losses import MultipleNegativesRankingLoss
     from tqdm.auto import tqdm
+
+    try:
+        from sentence_transformers.sentence_transformer.losses import (
+            MultipleNegativesRankingLoss,
+        )
+    except ImportError:  # sentence-transformers < 6
+        from sentence_transformers.losses import MultipleNegativesRankingLoss
 
     torch.manual_seed(seed)
     rng = random.Random(seed)
+    qids = sorted(rows)
     loss_fn = MultipleNegativesRankingLoss(model)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    warmup = max(1, steps // 10)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
+    decay = [p for n, p in model.named_parameters() if not any(k in n for k in ("bias", "LayerNorm"))]
+    rest = [p for n, p in model.named_parameters() if any(k in n for k in ("bias", "LayerNorm"))]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": rest, "weight_decay": 0.0}],
+                            lr=args.lr)
+    steps = args.steps
+    warmup = max(1, round(steps * 0.1))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / warmup if s < warmup else max(0.0, (steps - s) / max(1, steps - warmup)))
     model.train()
-    order: list[int] = []
-    for _ in tqdm(range(steps), desc="training", unit="step"):
-        if len(order) < batch_size:
-            extra = list(range(len(rows)))
-            rng.shuffle(extra)
-            order += extra
-        batch = [rows[i] for i in order[:batch_size]]
-        order = order[batch_size:]
-        features = [model.tokenize([r[c] for r in batch]) for c in range(len(batch[0]))]
+    for batch in tqdm(batches(qids, steps, args.batch_size, rng), total=steps, desc=f"training {ds.name} seed {seed}",
+                      unit="step"):
+        picked = [(q, rng.choice(rows[q])) for q in batch]
+        columns = [[ds.queries[q] for q, _ in picked]]
+        for c in range(len(picked[0][1])):
+            columns.append([ds.corpus[r[c]] for _, r in picked])
+        features = [model.tokenize(col) for col in columns]
         loss = loss_fn(features, None)
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
         opt.zero_grad()
@@ -86,146 +207,495 @@ def train(model, rows: list[tuple[str, ...]], steps: int, batch_size: int, lr: f
     return model
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", type=Path, required=True)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--train-queries", type=int, default=500)
-    ap.add_argument("--steps", type=int, default=50)
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--lr", type=float, default=5e-5)
-    ap.add_argument("--max-seq-length", type=int, default=64,
-                    help="every encoder: mining (a teacher only unless the config sets its length), training, "
-                         "evaluation (sized for the shared 2-core CPU)")
-    ap.add_argument("--hardneg-config", type=Path, default=ROOT / "configs" / "default.toml")
-    ap.add_argument("--out", type=Path, default=Path("bench/results"))
-    ap.add_argument("--cache", type=Path, default=Path("bench/.cache"))
-    args = ap.parse_args(argv)
+# ---------------------------------------------------------------- training files (ids)
 
-    from hardneg.config import ImportConfig, load_pipeline
-    from hardneg.models import resolve
+
+def file_in_batch(ds: Dataset, args) -> dict:
+    return {q: [[d]] for q, d in ds.labeled.items()}
+
+
+def file_random(ds: Dataset, args) -> dict:
+    rng = random.Random(PROTOCOL_SEED)
+    out = {}
+    for q, d in sorted(ds.labeled.items()):
+        negs = []
+        while len(negs) < 5:
+            x = rng.choice(ds.doc_ids)
+            if x != d and ds.corpus[x] != ds.corpus[d] and x not in negs:
+                negs.append(x)
+        out[q] = [[d, x] for x in negs]
+    return out
+
+
+def file_st(row: str, ds: Dataset, args) -> dict:
+    """sentence-transformers' miner on (query, labeled positive) pairs; its texts mapped back to ids."""
+    from datasets import Dataset as HFDataset
+    from sentence_transformers.util import mine_hard_negatives
+
+    qids = sorted(ds.labeled)
+    data = HFDataset.from_dict({"query": [ds.queries[q] for q in qids],
+                                "positive": [ds.corpus[ds.labeled[q]] for q in qids]})
+    import fcntl
+
+    corpus = list(dict.fromkeys(ds.corpus.values()))
+    folder = ds.cache.parent.parent / "st-embeddings" / f"{ds.name}-len{MINER_LENGTH}"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as lock:  # one process encodes; the others do other jobs meanwhile
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise NotYet(f"another process is encoding {folder}") from None
+        out = mine_hard_negatives(data, load_model(MINER_LENGTH), corpus=corpus, cache_folder=str(folder),
+                                  **ST_ROWS[row])
+    by_query: dict[str, list[str]] = {}
+    for q in qids:
+        by_query.setdefault(ds.queries[q], [])
+    qid_of = {}
+    for q in qids:  # identical query texts: ST merges them (extra positives); give the rows to each
+        qid_of.setdefault(ds.queries[q], []).append(q)
+    rows: dict[str, list[list[str]]] = {}
+    for r in out:
+        for q in qid_of[r["anchor"] if "anchor" in r else r["query"]]:
+            pos = ds.labeled[q]
+            if ds.corpus[pos] != r["positive"]:
+                continue
+            rows.setdefault(q, []).append([pos, ds.by_text[r["negative"]][0]])
+    return rows
+
+
+def hidden_copy(ds: Dataset) -> Path:
+    """The train split as a BEIR directory whose qrels are the labeled positives only, imported with hardneg."""
+    from hardneg.config import ImportConfig
     from hardneg.stages import import_
 
-    corpus, queries, train_qrels = read_beir(args.data, "train")
-    _, _, test_qrels = read_beir(args.data, "test")
-    eligible = sorted(q for q in train_qrels if q in queries and any(r > 0 for r in train_qrels[q].values()))
-    chosen = sorted(random.Random(args.seed).sample(eligible, min(args.train_queries, len(eligible))))
-    labeled, hidden = hide_positives({q: train_qrels[q] for q in chosen}, args.seed, min_relevant=1)
-    qids = sorted(labeled)
-    tag = f"seed{args.seed}-q{len(qids)}-s{args.steps}-b{args.batch_size}-lr{args.lr}-len{args.max_seq_length}"
-    cache = args.cache / f"downstream-{tag}"
-    cache.mkdir(parents=True, exist_ok=True)
-    base = resolve("all-MiniLM-L6-v2")
-    print(f"[downstream] {len(qids)} train queries, {sum(map(len, hidden.values()))} hidden positives", flush=True)
+    out = ds.cache / "hidden-train"
+    data_dir = out / "data"
+    if (data_dir / "_SUCCESS").exists():
+        return data_dir
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("corpus.jsonl.gz", "corpus.jsonl", "queries.jsonl.gz", "queries.jsonl"):
+        if (ds.src / name).exists() and not (out / name).exists():
+            (out / name).symlink_to((ds.src / name).resolve())
+    (out / "qrels").mkdir(exist_ok=True)
+    lines = ["query-id\tcorpus-id\tscore"] + [f"{q}\t{d}\t1" for q, d in sorted(ds.labeled.items())]
+    (out / "qrels" / "train.tsv").write_text("\n".join(lines) + "\n")
+    import_.run(out, data_dir, ImportConfig(split="train"), True)
+    return data_dir
 
-    def negatives_naive(doc_emb):
-        model = load_model(base, args.max_seq_length)
-        q = model.encode([queries[x] for x in qids], normalize_embeddings=True, convert_to_numpy=True)
-        doc_ids = list(corpus)
-        top = np.argsort(-(q @ doc_emb.T), axis=1, kind="stable")[:, :10]
-        return {x: next(doc_ids[j] for j in top[i] if doc_ids[j] != labeled[x]) for i, x in enumerate(qids)}
 
-    def negatives_st():
-        from datasets import Dataset
-        from sentence_transformers.util import mine_hard_negatives
+def file_hardneg(row: str, ds: Dataset, args) -> dict:
+    """`hardneg run DATA_DIR --out RUN --config FILE` unchanged; rows = its exported triplets, texts mapped to ids."""
+    if not SCORE_REUSE:
+        # without score's reuse of the index embeddings, a top-1000 pool costs hours of teacher encoding per part
+        raise NotYet("this hardneg's score stage does not reuse the index embeddings (merge branch score, restart)")
+    import polars as pl
 
-        by_text: dict[str, str] = {}
-        for d, text in corpus.items():
-            by_text.setdefault(text, d)
-        ds = Dataset.from_dict({"query": [queries[x] for x in qids], "positive": [corpus[labeled[x]] for x in qids]})
-        out = mine_hard_negatives(ds, load_model(base, args.max_seq_length), corpus=list(corpus.values()),
-                                  num_negatives=1,
-                                  cache_folder=st_cache(args.max_seq_length))
-        qtext = {queries[x]: x for x in qids}
-        return {qtext[r["query"]]: by_text[r["negative"]] for r in out}
+    from hardneg.config import load_pipeline
+    from hardneg.pipeline import run
 
-    def negatives_hardneg():
-        copy = write_hidden_copy(args.data, cache / "hidden-train", "train", labeled, hidden)
-        data_dir = copy / "data"
-        if not (data_dir / "_SUCCESS").exists():
-            import_.run(copy, data_dir, ImportConfig(split="train"))
-        cfg = load_pipeline(args.hardneg_config)
-        cfg = dataclasses.replace(cfg, import_=ImportConfig(split="train"),
-                                  index=dataclasses.replace(cfg.index, max_seq_length=args.max_seq_length),
-                                  score=dataclasses.replace(cfg.score, max_seq_length=cfg.score.max_seq_length
-                                                            or args.max_seq_length))  # as hidden_positive.py
-        paths = Stages(cache / "stages", data_dir).run(cfg)
-        best: dict[str, tuple[int, str]] = {}
-        for r in read_stage(paths["relabel"]):
-            if r["label"] == "negative" and (r["query_id"] not in best or r["rank"] < best[r["query_id"]][0]):
-                best[r["query_id"]] = (r["rank"], r["doc_id"])
-        return {q: d for q, (_, d) in best.items()}
+    path = config_path(row.removeprefix("hardneg-"))
+    data_dir = hidden_copy(ds)
+    # one run directory per config name: an edited config rebuilds only its changed stages and what follows
+    paths = run(data_dir, ds.cache / "hardneg" / path.stem, load_pipeline(path), overwrite=True, log=log)
+    if not str(paths["export"]).endswith(".parquet"):
+        raise SystemExit(f"{path}: bench/downstream.py trains on a Parquet triplets export")
+    table = pl.read_parquet(paths["export"])
+    if table.columns[:3] != ["anchor", "positive", "negative"]:
+        raise SystemExit(f"{path}: the export is not triplets (columns {table.columns}); downstream trains on triplets")
+    qids_of: dict[str, list[str]] = {}
+    for q in sorted(ds.labeled):
+        qids_of.setdefault(ds.queries[q], []).append(q)
 
-    def cached(name, fn):
-        path = cache / f"{name}.json"
-        if path.exists():
-            return json.loads(path.read_text())
-        start = time.perf_counter()
-        value = fn()
-        out = {"value": value, "seconds": round(time.perf_counter() - start, 1)}
-        path.write_text(json.dumps(out))
-        return out
+    def doc_id(text: str) -> str:
+        ids = ds.by_text.get(text) or ds.by_text.get(text.strip())
+        if not ids:
+            raise SystemExit(f"{path}: an exported text is not a corpus document: {text[:80]!r}")
+        return ids[0]
 
-    results = []
+    rows: dict[str, list[list[str]]] = {}
+    for anchor, pos, neg in table.select("anchor", "positive", "negative").iter_rows():
+        for q in qids_of.get(anchor, []):  # the training file as the user gets it, its texts mapped back to ids
+            rows.setdefault(q, []).append([doc_id(pos), doc_id(neg)])
+    return rows
 
-    def save():
-        """Print and write the table and JSON so far: called after every row (a long run keeps what it measured)."""
-        lines = [f"Downstream: all-MiniLM-L6-v2 + MultipleNegativesRankingLoss on {len(qids)} NFCorpus train queries "
-                 f"(one labeled positive each, one negative per row), {args.steps} steps, batch {args.batch_size}, "
-                 f"lr {args.lr}, max_seq_length {args.max_seq_length}, seed {args.seed}; NFCorpus test, full corpus.",
-                 "",
-                 "| negatives | nDCG@10 | Recall@100 | training rows | hidden positives used as negatives "
-                 "| mining s | train+eval s |", "|---|---|---|---|---|---|---|"]
-        for r in results:
-            n_fn = r["false_negatives"]
-            fn = "—" if n_fn is None else f"{n_fn} ({100 * n_fn / max(r['train_rows'], 1):.1f}%)"
-            mine_s = "—" if r["mine_seconds"] is None else f"{r['mine_seconds']:.0f}"
-            lines.append(f"| {r['negatives']} | {r['ndcg@10']:.4f} | {r['recall@100']:.4f} | {r['train_rows']} "
-                         f"| {fn} | {mine_s} | {r['seconds']:.0f} |")
-        table = "\n".join(lines) + "\n"
-        print(table)
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "downstream.md").write_text(table)
-        (args.out / "downstream.json").write_text(json.dumps(
-            {"command": "python bench/downstream.py " + " ".join(argv or sys.argv[1:]), "config": vars(args) | {
-                "data": str(args.data), "hardneg_config": str(args.hardneg_config), "out": str(args.out),
-                "cache": str(args.cache)}, "rows": results}, indent=2) + "\n")
 
-    def base_row():
-        metrics, emb = evaluate(load_model(base, args.max_seq_length), corpus, queries, test_qrels)
-        np.save(cache / "base_doc_emb.npy", emb)
-        return metrics
+def file_key(row: str) -> str:
+    """What a row's training file depends on (a hardneg row: its config file's content)."""
+    parts = {"row": row, "protocol_seed": PROTOCOL_SEED, "miner_length": MINER_LENGTH}
+    if row.startswith("hardneg-"):
+        parts["config"] = hashlib.sha256(config_path(row.removeprefix("hardneg-")).read_bytes()).hexdigest()
+    if row in ST_ROWS:
+        parts["st"] = ST_ROWS[row]
+    return sha(parts)
 
-    r = cached("eval-base", base_row)
-    results.append({"negatives": "base model (no fine-tuning)", **r["value"], "train_rows": 0,
-                    "false_negatives": None, "mine_seconds": None, "seconds": r["seconds"]})
-    save()
-    sources = {
-        "none (in-batch only)": lambda: {},
-        "naive dense top-1": lambda: negatives_naive(np.load(cache / "base_doc_emb.npy")),
-        "ST mine_hard_negatives defaults": negatives_st,
-        f"hardneg {args.hardneg_config.stem}": negatives_hardneg,
-    }
-    for name, fn in sources.items():
-        slug = name.split()[0].lower()
-        negs = cached(f"negatives-{slug}", fn)
-        neg = negs["value"]
-        if name.startswith("none"):
-            rows = [(queries[q], corpus[labeled[q]]) for q in qids]
-        else:
-            rows = [(queries[q], corpus[labeled[q]], corpus[neg[q]]) for q in qids if q in neg]
-        fns = None if name.startswith("none") else sum(neg[q] in hidden[q] for q in qids if q in neg)
 
-        def run_row(rows=rows):
-            model = train(load_model(base, args.max_seq_length), rows, args.steps, args.batch_size, args.lr,
-                          args.seed)
-            return evaluate(model, corpus, queries, test_qrels)[0]
+def training_file(row: str, ds: Dataset, args) -> dict:
+    """{"rows": {qid: [[pos, neg], ...]}, "key": ..., "seconds": ..., "metrics": ...}, cached by file_key(row)."""
+    path = ds.cache / "files" / f"{row}-{file_key(row)}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    log(f"{ds.name}: mining the training file of {row}")
+    start = time.perf_counter()
+    if row == "in-batch":
+        rows = file_in_batch(ds, args)
+    elif row == "random":
+        rows = file_random(ds, args)
+    elif row in ST_ROWS:
+        rows = file_st(row, ds, args)
+    elif row.startswith("hardneg-"):
+        rows = file_hardneg(row, ds, args)
+    else:
+        raise SystemExit(f"unknown row {row!r}")
+    out = {"row": row, "key": file_key(row), "seconds": round(time.perf_counter() - start, 1), "rows": rows}
+    out["metrics"] = {"dataset": ds.name, "row": row, "mining_seconds": out["seconds"],
+                      **file_metrics(rows, ds, args)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(out))
+    os.replace(tmp, path)
+    return out
 
-        r = cached(f"eval-{slug}", run_row)
-        results.append({"negatives": name, **r["value"], "train_rows": len(rows), "false_negatives": fns,
-                        "mine_seconds": negs["seconds"], "seconds": r["seconds"]})
-        print(f"[downstream] {json.dumps(results[-1])}", flush=True)
-        save()
+
+def base_path(ds: Dataset, args) -> Path:
+    """Shared by the full run and --quick (whose evaluation corpus is a sample)."""
+    return ds.cache.parent.parent / "base-emb" / f"{ds.name}-len{args.max_seq_length}.npz"
+
+
+def base_embeddings(ds: Dataset, args) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The base model's full-corpus and train-query embeddings at the benchmark length (hardness), cached."""
+    path = base_path(ds, args)
+    qids = sorted(ds.labeled)
+    if not path.exists():
+        model = load_model(args.max_seq_length)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, docs=encode(model, [ds.corpus[d] for d in ds.doc_ids], f"{ds.name} documents (base)"),
+                 queries=encode(model, [ds.queries[q] for q in qids], f"{ds.name} train queries (base)"))
+    return load_base(path, qids)
+
+
+def save_base(ds: Dataset, args, docs: np.ndarray) -> None:
+    """The base evaluation's full-corpus embeddings serve the hardness measure too (not in --quick: a sample)."""
+    path = base_path(ds, args)
+    if ds.eval_doc_ids is not ds.doc_ids or path.exists():
+        return
+    qids = sorted(ds.labeled)
+    queries = encode(load_model(args.max_seq_length), [ds.queries[q] for q in qids], f"{ds.name} train queries")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, docs=docs, queries=queries)
+
+
+def load_base(path: Path, qids: list[str]):
+    z = np.load(path)
+    return z["docs"], z["queries"], qids
+
+
+def file_metrics(rows: dict, ds: Dataset, args) -> dict:
+    """False negatives and wrong positives by the full train qrels; hardness by the base model (benchmark length)."""
+    n_rows = sum(map(len, rows.values()))
+    pairs = {(q, r[0]) for q, rs in rows.items() for r in rs}
+    wrong_pos = {(q, p) for q, p in pairs if p not in ds.relevant_train(q)}
+    out = {"queries": len(rows), "train_queries": len(ds.labeled), "rows": n_rows,
+           "positives": len(pairs), "wrong_positives": len(wrong_pos),
+           "rows_with_wrong_positive": sum((q, r[0]) in wrong_pos for q, rs in rows.items() for r in rs) / n_rows}
+    negs = {(q, r[1]) for q, rs in rows.items() for r in rs if len(r) > 1}
+    if not negs:
+        return out | {"negatives": 0, "fn_rate": None, "queries_with_fn": None, "median_rank": None,
+                      "median_ratio": None}
+    fns = {(q, n) for q, n in negs if n in ds.relevant_train(q)}
+    docs, queries, qids = base_embeddings(ds, args)
+    qpos = {q: i for i, q in enumerate(qids)}
+    dpos = {d: i for i, d in enumerate(ds.doc_ids)}
+    ranks, ratios = [], []
+    for q in sorted({q for q, _ in negs}):
+        s = docs @ queries[qpos[q]]
+        order = np.empty(len(s), dtype=np.int64)
+        order[np.argsort(-s, kind="stable")] = np.arange(1, len(s) + 1)
+        p = s[dpos[ds.labeled[q]]]
+        for n in {n for qq, n in negs if qq == q}:
+            ranks.append(int(order[dpos[n]]))
+            ratios.append(float(s[dpos[n]] / p) if p > 0 else float("nan"))
+    by_q = {}
+    for q, n in negs:
+        by_q.setdefault(q, []).append((q, n) in fns)
+    return out | {"negatives": len(negs), "false_negatives": len(fns), "fn_rate": len(fns) / len(negs),
+                  "queries_with_fn": sum(any(v) for v in by_q.values()) / len(by_q),
+                  "median_rank": float(np.median(ranks)), "median_ratio": float(np.nanmedian(ratios))}
+
+
+# ---------------------------------------------------------------- the run
+
+
+def eval_path(row: str, seed, ds_cache: Path, args) -> tuple[Path, dict]:
+    settings = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
+                "max_seq_length": args.max_seq_length, "quick": args.quick}
+    key = sha({"row": row, "seed": seed, "file": None if row == "base" else file_key(row), "settings": settings})
+    return ds_cache / "evals" / f"{row}-seed{seed}-{key}.json", settings
+
+
+def model_eval(row: str, seed, ds: Dataset, args) -> dict:
+    path, settings = eval_path(row, seed, ds.cache, args)
+    if path.exists():
+        return json.loads(path.read_text())
+    f = None if row == "base" else training_file(row, ds, args)
+    log(f"{ds.name}: {row} seed {seed}")
+    start = time.perf_counter()
+    model = load_model(args.max_seq_length)
+    if f is not None:
+        model = train(model, f["rows"], ds, args, seed)
+    trained = time.perf_counter() - start
+    metrics, docs = evaluate(model, ds)
+    if row == "base":
+        save_base(ds, args, docs)
+    out = {"dataset": ds.name, "row": row, "seed": seed, **metrics, "train_seconds": round(trained, 1),
+           "seconds": round(time.perf_counter() - start, 1), "settings": settings}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1))
+    log(f"{ds.name}: {row} seed {seed}: nDCG@10 {out['ndcg_at_10']:.4f} R@100 {out['recall_at_100']:.4f} "
+        f"({out['seconds']:.0f} s)")
+    return out
+
+
+def collect(args) -> dict:
+    """Every finished evaluation of the current settings and training files, from the cache (several worker
+    processes may share it)."""
+    runs, files = [], []
+    rows = list(dict.fromkeys(PRIORITY + args.rows))
+    for name in args.report_datasets:
+        cache = args.cache / name
+        for row in rows:
+            try:
+                key = None if row == "base" else file_key(row)
+            except SystemExit:
+                continue
+            for seed in [None] if row == "base" else args.seeds:
+                path, _ = eval_path(row, seed, cache, args)
+                if path.exists():
+                    r = json.loads(path.read_text())
+                    runs.append({k: r[k] for k in ("dataset", "row", "seed", "ndcg_at_10", "recall_at_100",
+                                                   "train_seconds", "seconds")})
+            fpath = cache / "files" / f"{row}-{key}.json"
+            if key and fpath.exists() and any(r["row"] == row and r["dataset"] == name for r in runs):
+                files.append(json.loads(fpath.read_text())["metrics"])
+    return {"runs": runs, "files": files}
+
+
+def summarize(runs: list[dict], files: list[dict]) -> dict:
+    """(dataset, row) -> mean/std/n of nDCG@10 and Recall@100 plus the training file's metrics."""
+    out = {}
+    for r in runs:
+        out.setdefault((r["dataset"], r["row"]), []).append(r)
+    fm = {(f["dataset"], f["row"]): f for f in files}
+    summary = {}
+    for k, rs in out.items():
+        nd = [r["ndcg_at_10"] for r in rs]
+        rc = [r["recall_at_100"] for r in rs]
+        summary[k] = {"n": len(rs), "ndcg": statistics.mean(nd), "ndcg_sd": statistics.stdev(nd) if len(nd) > 1 else 0.0,
+                      "recall": statistics.mean(rc), "recall_sd": statistics.stdev(rc) if len(rc) > 1 else 0.0,
+                      "file": fm.get(k)}
+    return summary
+
+
+def verdict(s: dict, base: dict | None) -> str:
+    """A row beats the base model only when its mean is ahead by more than the seeds' spread (both rows' standard
+    deviations added; the base model is deterministic); one seed has no spread to judge by."""
+    if base is None or s is base:
+        return ""
+    d = s["ndcg"] - base["ndcg"]
+    if s["n"] < 2:
+        return f"{d * 100:+.2f} (one seed: no spread yet)"
+    return f"{d * 100:+.2f} vs base" + (" (beyond spread)" if abs(d) > s["ndcg_sd"] + base["ndcg_sd"] else
+                                      " (within spread)")
+
+
+def markdown(doc: dict) -> str:
+    runs, files, cfg = doc["runs"], doc["files"], doc["settings"]
+    summary = summarize(runs, files)
+    lines = [(f"Fine-tune of all-MiniLM-L6-v2 with MultipleNegativesRankingLoss: {cfg['steps']} steps x batch "
+             f"{cfg['batch_size']}, lr {cfg['lr']} (10% warm-up, linear decay), {cfg['max_seq_length']} tokens; "
+             f"train split, one labeled positive per query (the rest hidden); test split over the full corpus. "
+             f"Mean ± standard deviation over the seeds (n). FN = negatives relevant by the full train qrels; "
+             f"wrong pos. = training rows whose positive is not relevant by them; rank = median base-model rank of "
+             f"the negatives; ratio = median cosine(negative) / cosine(labeled positive), base model. "
+             f"Command: `{doc['command']}`."), ""]
+    for dataset in sorted({k[0] for k in summary}):
+        keys = [k for k in summary if k[0] == dataset]
+        order = {r: i for i, r in enumerate(PRIORITY)}
+        keys.sort(key=lambda k: (order.get(k[1], len(order)), k[1]))
+        base = summary.get((dataset, "base"))
+        trained = [summary[k] for k in keys if k[1] != "base"]
+        best = max(trained, key=lambda s: s["ndcg"]) if trained else None
+        lines += [f"**{dataset}**", "",
+                  ("| row | n | nDCG@10 | Recall@100 | vs base (points) | training queries | rows | FN | "
+                  "queries with FN | wrong pos. | rank | ratio |"),
+                  "|---|--:|---|---|---|--:|--:|--:|--:|--:|--:|--:|"]
+        for k in keys:
+            s = summary[k]
+            f = s["file"] or {}
+            pct = (lambda v: "–" if v is None else f"{100 * v:.1f}%")
+            num = (lambda v, fmt: "–" if v is None else format(v, fmt))
+            mark = "**" if s is best else ""
+            lines.append(
+                f"| {k[1]} | {s['n']} | {mark}{s['ndcg']:.4f} ± {s['ndcg_sd']:.4f}{mark} | "
+                f"{s['recall']:.4f} ± {s['recall_sd']:.4f} | {verdict(s, base) or '–'} | "
+                f"{f.get('queries', '–')} | {f.get('rows', '–')} | {pct(f.get('fn_rate'))} | "
+                f"{pct(f.get('queries_with_fn'))} | {pct(f.get('rows_with_wrong_positive'))} | "
+                f"{num(f.get('median_rank'), '.0f')} | {num(f.get('median_ratio'), '.3f')} |")
+        if best is not None:
+            ranked = sorted(trained, key=lambda s: -s["ndcg"])
+            if len(ranked) > 1:
+                a, b = ranked[0], ranked[1]
+                gap = a["ndcg"] - b["ndcg"]
+                name = {id(v): k[1] for k, v in summary.items()}
+                beyond = gap > a["ndcg_sd"] + b["ndcg_sd"]
+                judged = ("one seed: no spread yet" if min(a["n"], b["n"]) < 2 else
+                          f"{'beyond' if beyond else 'within'} the seeds' spread "
+                          f"({(a['ndcg_sd'] + b['ndcg_sd']) * 100:.2f})")
+                lines += ["", (f"Best trained row: {name[id(a)]} ({a['ndcg']:.4f}), {gap * 100:.2f} points ahead of "
+                              f"{name[id(b)]}: {judged}.")]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(doc: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = summarize(doc["runs"], doc["files"])
+    datasets = sorted({k[0] for k in summary})
+    fig, axes = plt.subplots(len(datasets), 2, figsize=(11, 4.2 * len(datasets)), squeeze=False)
+    for i, dataset in enumerate(datasets):
+        for j, (metric, label) in enumerate([("fn_rate", "false-negative rate of the training file's negatives"),
+                                             ("median_rank", ("hardness: median base-model rank of the negatives "
+                                                             "(log; left = harder)"))]):
+            ax = axes[i][j]
+            for (ds, row), s in summary.items():
+                f = s["file"] or {}
+                if ds != dataset or f.get(metric) is None:
+                    continue
+                x = f[metric] * (100 if metric == "fn_rate" else 1)
+                color = "tab:red" if row.startswith("hardneg") else "tab:blue"
+                ax.errorbar(x, s["ndcg"], yerr=s["ndcg_sd"], fmt="o", color=color, capsize=3)
+                ax.annotate(f"{row} (n={s['n']})", (x, s["ndcg"]), textcoords="offset points", xytext=(5, 4),
+                            fontsize=8)
+            for row, style in (("base", "--"), ("in-batch", ":")):
+                s = summary.get((dataset, row))
+                if s:
+                    ax.axhline(s["ndcg"], ls=style, color="gray", lw=1)
+                    ax.annotate(row, (0.01, s["ndcg"]), xycoords=("axes fraction", "data"), fontsize=8, color="gray",
+                                va="bottom")
+            if metric == "median_rank":
+                ax.set_xscale("log")
+            else:
+                ax.set_xlim(-1, max(10.0, ax.get_xlim()[1] * 1.1))
+            ax.set_xlabel(label + (" (%)" if metric == "fn_rate" else ""), fontsize=9)
+            ax.set_ylabel(f"{dataset} test nDCG@10 (mean ± sd)", fontsize=9)
+            ax.grid(alpha=0.3)
+    fig.suptitle("Downstream: MiniLM fine-tuned on each training file (red: hardneg configs)", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def write_results(doc: dict, out: Path, readme: Path | None) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+
+    def write(path: Path, text: str) -> None:  # atomic: two workers may report at once
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+
+    write(out / "downstream.json", json.dumps(doc, indent=1) + "\n")
+    table = markdown(doc)
+    write(out / "downstream.md", table)
+    if doc["runs"]:
+        plot(doc, out / "downstream.png")
+    if readme is not None and readme.exists() and BEGIN in readme.read_text():
+        text = readme.read_text()
+        head, rest = text.split(BEGIN, 1)
+        tail = rest.split(END, 1)[1]
+        write(readme, f"{head}{BEGIN}\n{table}\n{END}{tail}")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data",
+                    help="directory holding the BEIR data sets (nfcorpus/, scifact/)")
+    ap.add_argument("--datasets", nargs="+", default=["scifact", "nfcorpus"])
+    ap.add_argument("--rows", nargs="+", default=PRIORITY[:6],
+                    help="rows in priority order; hardneg-NAME runs configs/NAME.toml or bench/configs/NAME.toml")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--max-seq-length", type=int, default=64, help="training and evaluation length")
+    ap.add_argument("--order", choices=["row", "seed"], default="row",
+                    help="row: every seed of a row before the next row (full seeds first); seed: every row at "
+                         "seed 0 first")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke: SciFact, base/in-batch/random, seed 0, 5 steps, evaluated on a 1,000-document "
+                         "sample of the corpus plus the relevant documents (results in bench/results/quick)")
+    ap.add_argument("--report-only", action="store_true", help="rewrite the JSON, table and plot from the cache")
+    ap.add_argument("--report-datasets", nargs="+", default=["scifact", "nfcorpus"],
+                    help="data sets whose cached results the JSON and table hold (workers may split --datasets)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads (two one-thread workers, one per data set, waste less on a busy CPU)")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    ap.add_argument("--cache", type=Path, default=ROOT / "bench" / ".cache" / "downstream")
+    args = ap.parse_args(argv)
+    # the command that reproduces the table (workers split --datasets; --report-only rewrites it from the cache)
+    command = (f"python bench/downstream.py --data-root ../shared/data --rows {' '.join(args.rows)} --seeds "
+               f"{' '.join(map(str, args.seeds))} --steps {args.steps} --batch-size {args.batch_size} --lr {args.lr} "
+               f"--max-seq-length {args.max_seq_length}")
+    if args.quick:
+        command = "python bench/downstream.py --data-root ../shared/data --quick"
+        args.datasets, args.rows, args.seeds, args.steps = ["scifact"], ["base", "in-batch", "random"], [0], 5
+        args.out, args.cache = args.out / "quick", args.cache.with_name("downstream-quick")
+        args.report_datasets = args.datasets
+    readme = None if args.quick else ROOT / "bench" / "README.md"
+    settings = {k: v for k, v in vars(args).items() if k in ("steps", "batch_size", "lr", "max_seq_length", "quick")}
+    header = {"command": command, "argv": sys.argv[1:] if argv is None else argv,
+              "settings": settings | {"protocol_seed": PROTOCOL_SEED, "miner_length": MINER_LENGTH}}
+
+    def report():
+        write_results(header | collect(args), args.out, readme)
+
+    if args.report_only:
+        report()
+        return
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    sets = {name: Dataset(args.data_root / name, args.cache, args.quick) for name in args.datasets}
+    for ds in sets.values():
+        log(f"{ds.name}: {len(ds.labeled)} train queries, {sum(map(len, ds.hidden.values()))} hidden positives, "
+            f"{len(ds.corpus)} documents")
+    seeds_of = {row: [None] if row == "base" else args.seeds for row in args.rows}
+    if args.order == "row":
+        jobs = [(row, seed, name) for row in args.rows for seed in seeds_of[row] for name in args.datasets]
+    else:
+        jobs = [(row, seed, name) for i in range(len(args.seeds)) for row in args.rows
+                for seed in seeds_of[row][i:i + 1] for name in args.datasets]
+    while jobs:
+        deferred = []
+        for row, seed, name in jobs:
+            try:
+                model_eval(row, seed, sets[name], args)
+            except NotYet as exc:
+                log(f"{name}: {row} seed {seed}: later: {exc}")
+                deferred.append((row, seed, name))
+                continue
+            except Exception as exc:  # noqa: BLE001 -- a miner that fails (a config hardneg rejects): say, go on
+                log(f"{name}: {row} seed {seed}: failed: {type(exc).__name__}: {exc}")
+                continue
+            report()
+        if deferred == jobs:
+            log(f"{len(jobs)} jobs waiting; next try in 5 minutes")
+            time.sleep(300)
+        jobs = deferred
+    log("done")
 
 
 if __name__ == "__main__":

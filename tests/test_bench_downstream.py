@@ -1,0 +1,134 @@
+"""bench/downstream.py's pure pieces: the training batches, the training file's judge, the table's verdicts."""
+
+import importlib.util
+import random
+import types
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+downstream = _load("downstream")
+
+
+def test_batches_visit_every_query_once_per_epoch_and_never_twice_in_a_batch():
+    qids = [f"q{i}" for i in range(10)]
+    out = list(downstream.batches(qids, steps=9, batch_size=4, rng=random.Random(3)))
+    assert len(out) == 9 and all(len(b) == 4 for b in out)
+    assert all(len(set(b)) == len(b) for b in out)
+    flat = [q for b in out for q in b]
+    assert sorted(flat[:8]) == sorted(set(flat[:8]))  # the first two batches: eight distinct queries of epoch 1
+    # over 36 draws from 10 queries every query comes 3 or 4 times: no query is starved or dominates
+    counts = {q: flat.count(q) for q in qids}
+    assert set(counts.values()) <= {3, 4}, counts
+    # seeded: the same rng seed gives the same batches, another seed another order
+    assert out == list(downstream.batches(qids, 9, 4, random.Random(3)))
+    assert out != list(downstream.batches(qids, 9, 4, random.Random(4)))
+
+
+def _dataset(tmp_path):
+    """Three documents relevant to q1 by the full train qrels (d1 labeled, d2 hidden, d5 a text twin of d2)."""
+    corpus = {"d1": "alpha", "d2": "beta", "d3": "gamma", "d4": "delta", "d5": "beta"}
+    ds = types.SimpleNamespace(
+        name="toy", corpus=corpus, doc_ids=list(corpus), cache=tmp_path / "downstream" / "toy",
+        train_qrels={"q1": {"d1": 1, "d2": 2}, "q2": {"d3": 1}},
+        labeled={"q1": "d1", "q2": "d3"},
+        by_text={"alpha": ["d1"], "beta": ["d2", "d5"], "gamma": ["d3"], "delta": ["d4"]},
+    )
+    ds.relevant_train = lambda q: downstream.Dataset.relevant_train(ds, q)
+    # base embeddings: 2-d unit vectors; q1 ranks d1 > d2 > d5 > d4 > d3, q2 ranks d3 first then d4
+    docs = np.array([[1, 0], [0.8, 0.6], [0, 1], [0.6, 0.8], [0.8, 0.6]], dtype=np.float32)
+    docs[4] *= 0.99  # the twin ranks just below d2
+    queries = np.array([[1, 0], [0, 1]], dtype=np.float32)
+    (tmp_path / "base-emb").mkdir()
+    np.savez(tmp_path / "base-emb" / "toy-len64.npz", docs=docs, queries=queries)
+    return ds
+
+
+def test_file_metrics_counts_hidden_positives_their_twins_and_wrong_positives(tmp_path):
+    ds = _dataset(tmp_path)
+    args = types.SimpleNamespace(max_seq_length=64)
+    rows = {
+        "q1": [["d1", "d2"], ["d1", "d5"], ["d1", "d4"]],  # d2 hidden positive, d5 its text twin, d4 a true negative
+        "q2": [["d3", "d4"], ["d1", "d4"]],  # d1 is a promoted positive that is not relevant to q2
+    }
+    m = downstream.file_metrics(rows, ds, args)
+    assert m["rows"] == 5 and m["queries"] == 2 and m["train_queries"] == 2
+    assert m["negatives"] == 4  # distinct (query, negative): (q1,d2) (q1,d5) (q1,d4) (q2,d4)
+    assert m["false_negatives"] == 2 and m["fn_rate"] == 0.5
+    assert m["queries_with_fn"] == 0.5
+    assert m["wrong_positives"] == 1 and m["rows_with_wrong_positive"] == 1 / 5
+    # ranks by the base model: q1: d2 2, d5 3, d4 4; q2: d4 2 -> median 2.5
+    assert m["median_rank"] == 2.5
+
+
+def test_in_batch_file_has_no_negatives_to_judge(tmp_path):
+    ds = _dataset(tmp_path)
+    m = downstream.file_metrics({"q1": [["d1"]], "q2": [["d3"]]}, ds, types.SimpleNamespace(max_seq_length=64))
+    assert m["negatives"] == 0 and m["fn_rate"] is None and m["wrong_positives"] == 0
+
+
+def _run(row, seed, ndcg):
+    return {"dataset": "toy", "row": row, "seed": seed, "ndcg_at_10": ndcg, "recall_at_100": 0.5,
+            "train_seconds": 1.0, "seconds": 2.0}
+
+
+def test_table_calls_a_lead_a_win_only_beyond_the_seeds_spread():
+    doc = {"command": "python bench/downstream.py", "settings": {"steps": 1, "batch_size": 2, "lr": 1e-5,
+                                                                 "max_seq_length": 64},
+           "files": [],
+           "runs": [_run("base", None, 0.30),
+                    _run("in-batch", 0, 0.31), _run("in-batch", 1, 0.33), _run("in-batch", 2, 0.35),
+                    _run("naive", 0, 0.34), _run("naive", 1, 0.345), _run("naive", 2, 0.35)]}
+    text = downstream.markdown(doc)
+    assert "| in-batch | 3 | 0.3300 ± 0.0200 |" in text
+    assert "+3.00 vs base (beyond spread)" in text  # 3 points against a 2-point spread
+    assert "+4.50 vs base (beyond spread)" in text
+    assert "Best trained row: naive (0.3450), 1.50 points ahead of in-batch: within the seeds' spread" in text
+    doc["runs"] = [r if r["row"] != "in-batch" else {**r, "ndcg_at_10": 0.30 + r["seed"] * 0.001}
+                   for r in doc["runs"]]
+    text = downstream.markdown(doc)
+    assert "+0.10 vs base (within spread)" in text
+    assert ": beyond the seeds' spread" in text
+    doc["runs"] = [r for r in doc["runs"] if r["row"] != "naive" or r["seed"] == 0]
+    assert "| naive | 1 | **0.3400 ± 0.0000** |" in downstream.markdown(doc)  # the best mean, in bold
+    assert "+4.00 (one seed: no spread yet)" in downstream.markdown(doc)
+
+
+def test_a_hardneg_row_trains_on_the_exported_triplets_of_the_config_run_as_shipped(tmp_path, tiny_src, monkeypatch):
+    """The tiny collection as a train split: hardneg runs configs/bm25-fast.toml on the hidden-positive copy, and the
+    training file is its exported triplets mapped back to ids: labeled positives only (the config drops suspects),
+    never the labeled positive as a negative, as many rows as the export wrote."""
+    import json
+
+    src = tmp_path / "tiny"
+    (src / "qrels").mkdir(parents=True)
+    for name in ("corpus.jsonl.gz", "queries.jsonl"):
+        (src / name).symlink_to(tiny_src / name)
+    for split in ("train", "test"):
+        (src / "qrels" / f"{split}.tsv").write_text((tiny_src / "qrels" / "test.tsv").read_text())
+    monkeypatch.setattr(downstream, "SCORE_REUSE", True)
+    args = types.SimpleNamespace(max_seq_length=64)
+    ds = downstream.Dataset(src, tmp_path / "cache" / "downstream", quick=False)
+    f = downstream.training_file("hardneg-bm25-fast", ds, args)
+    rows = f["rows"]
+    assert rows and set(rows) <= set(ds.labeled)
+    assert all(p == ds.labeled[q] and n != p and n in ds.corpus for q, rs in rows.items() for p, n in rs)
+    run = tmp_path / "cache" / "downstream" / "tiny" / "hardneg" / "bm25-fast"
+    manifest = json.loads((run / "train.parquet.manifest.json").read_text())
+    assert sum(map(len, rows.values())) == manifest["summary"]["rows"]
+    m = f["metrics"]
+    assert m["rows"] == manifest["summary"]["rows"] and m["wrong_positives"] == 0
+    assert 0 <= m["fn_rate"] <= 1 and m["median_rank"] >= 2
+    # cached under a key of the config file's content
+    key = downstream.file_key("hardneg-bm25-fast")
+    assert (ds.cache / "files" / f"hardneg-bm25-fast-{key}.json").exists()

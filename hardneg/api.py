@@ -160,7 +160,8 @@ def build_config(config=None, *, model=None, teacher=None, cross_encoder=None, n
     if seed is not None:
         cfg.filter.seed = cfg.mine.seed = seed
     for f in dataclasses.fields(cfg):
-        validate(getattr(cfg, f.name), f"mine_hard_negatives [{f.name.rstrip('_')}]")
+        if getattr(cfg, f.name) is not None:  # an optional section ([judge]) that is not set
+            validate(getattr(cfg, f.name), f"mine_hard_negatives [{f.name.rstrip('_')}]")
     return cfg
 
 

@@ -20,14 +20,13 @@ import os
 import platform
 import subprocess
 import sys
-import time
 import tomllib
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from benchutil import fresh_workdir  # noqa: E402
+from benchutil import fresh_workdir, timed  # noqa: E402
 from score_speed import small_beir  # noqa: E402
 
 STAGES = ["import", "index", "mine", "score", "filter", "relabel", "export"]
@@ -56,22 +55,6 @@ def with_overrides(config: Path, overrides: str, dst: Path) -> Path:
                    for section, table in data.items())
     dst.write_text(text)
     return dst
-
-
-def timed(cmd: list[str], log: Path, cwd: Path, env: dict) -> dict:
-    """Run `cmd` in `cwd` (so that `python -m hardneg` imports the code on PYTHONPATH, not the current directory's);
-    its wall seconds and peak RSS (MiB) from this child's own rusage."""
-    start = time.perf_counter()
-    with open(log, "a") as fh:
-        fh.write(f"$ PYTHONPATH={env.get('PYTHONPATH')} " + " ".join(cmd) + "\n")
-        fh.flush()
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=fh, cwd=cwd, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"failed: {' '.join(cmd)} (see {log})")
-    return {"wall_s": round(wall, 2), "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
-            "cpu_s": round(usage.ru_utime + usage.ru_stime, 2)}
 
 
 def stage_walls(run_dir: Path) -> dict:
@@ -172,6 +155,7 @@ def main() -> None:
         run_dir = work / f"run-{name}"
         cmd = [sys.executable, "-m", "hardneg", "run", str(src), "--out", str(run_dir), "--config", str(config)]
         print(f"[{name}] {' '.join(cmd)}", flush=True)
+        # run in `work`, so that `python -m hardneg` imports the code on PYTHONPATH, not the current directory's
         proc = timed(cmd, log, work, {**env, "PYTHONPATH": str(code)})
         train = next(p for p in run_dir.glob("train.*") if not p.name.endswith(".manifest.json"))
         row = {"variant": name, "code": "git " + args.baseline_rev if code != ROOT else "this tree",

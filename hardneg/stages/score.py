@@ -61,7 +61,7 @@ def index_to_reuse(mined_dir: Path, data_dir: Path, cfg: ScoreConfig) -> tuple[P
     """The dense index whose embeddings a bi-encoder teacher can read instead of encoding: the one `mine` recorded
     as its input (still the same content, built from `data_dir`) when its encoder's resolved identity is the
     teacher's. Returns (index dir or None, why)."""
-    from hardneg.io.stagedir import SUCCESS, manifest_digest, read_manifest
+    from hardneg.io.stagedir import SUCCESS, manifest_digest
     from hardneg.teachers.embeddings import index_encoder_identity, teacher_encoder_identity
 
     if cfg.teacher_kind != "bi-encoder":

@@ -9,13 +9,13 @@ import time
 from pathlib import Path
 
 
-def timed(cmd: list[str], log: Path) -> dict:
-    """Run `cmd`; return its wall seconds and peak RSS (MiB), from this child's own rusage."""
+def timed(cmd: list[str], log: Path, cwd: Path | None = None, env: dict | None = None) -> dict:
+    """Run `cmd` (in `cwd`, with `env`); return its wall seconds and peak RSS (MiB), from this child's own rusage."""
     start = time.perf_counter()
     with open(log, "a") as fh:
         fh.write("$ " + " ".join(cmd) + "\n")
         fh.flush()
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=fh)
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=fh, cwd=cwd, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:

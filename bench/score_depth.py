@@ -6,8 +6,8 @@ the new path (the teacher reads the index's embeddings or its embedding cache; a
 
 Each variant is one cold `hardneg run` (a fresh run directory, no cache) in its own process; wall per stage comes
 from the stage manifests, peak RSS is that process's own ru_maxrss. The baseline is `git archive --baseline-rev`
-unpacked into --work and run with the same interpreter. `--variant NAME=SCORE_TOML_LINES` adds a variant of the new
-code with extra [score] keys (e.g. `full=depth = "full"`). `--queries N` keeps the first N test queries (a slice:
+unpacked into --work and run with the same interpreter. `--variant 'NAME=score.depth="full"'` adds a variant of the
+new code with config overrides (`section.key=value;...`, TOML values). `--queries N` keeps the first N test queries (a slice:
 the full corpus, fewer queries). Exports are compared byte for byte. Results go to bench/results/score_depth-NAME.json.
 """
 
@@ -34,24 +34,26 @@ DIRS = {"import": "data", "index": "index", "mine": "mined", "score": "scored", 
         "relabel": "relabeled"}
 
 
-def with_score_keys(config: Path, extra: str, dst: Path) -> Path:
-    """`config` with `extra` TOML lines appended to its [score] table."""
-    text = config.read_text()
-    if extra:
-        tomllib.loads(text)  # valid before
-        lines, out, in_score = text.splitlines(), [], False
-        for line in lines:
-            if line.strip().startswith("[") and in_score:
-                out.append(extra)
-                in_score = False
-            out.append(line)
-            if line.strip() == "[score]":
-                in_score = True
-        if in_score:
-            out.append(extra)
-        text = "\n".join(out) + "\n"
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return json.dumps(v)
+
+
+def with_overrides(config: Path, overrides: str, dst: Path) -> Path:
+    """`config` with `section.key=value` overrides (`;`-separated, values in TOML syntax) written to `dst`."""
+    data = tomllib.loads(config.read_text())
+    for item in filter(None, (x.strip() for x in overrides.split(";"))):
+        path, value = item.split("=", 1)
+        section, key = path.strip().split(".", 1)
+        data.setdefault(section, {})[key] = tomllib.loads(f"v = {value.strip()}")["v"]
+    text = "".join(f"[{section}]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in table.items()) + "\n"
+                   for section, table in data.items())
     dst.write_text(text)
-    tomllib.loads(text)
     return dst
 
 
@@ -73,25 +75,67 @@ def score_summary(run_dir: Path) -> dict:
     return {k: s[k] for k in keys if k in s}
 
 
+def slice_corpus(src: Path, n_docs: int) -> None:
+    """Replace the corpus of the BEIR directory `src` (as `small_beir` wrote it) by its first `n_docs` documents
+    plus every document its qrels name, so that each query keeps its positives."""
+    import gzip
+
+    wanted = {line.split("\t")[1] for line in (src / "qrels").glob("*.tsv").__next__().read_text().splitlines()[1:]}
+    corpus = next(p for p in src.iterdir() if p.name.startswith("corpus.jsonl"))
+    opener = gzip.open if corpus.name.endswith(".gz") else open
+    kept = []
+    with opener(corpus, "rt") as fh:
+        for i, line in enumerate(fh):
+            if i < n_docs or json.loads(line)["_id"] in wanted:
+                kept.append(line)
+    corpus.unlink()
+    (src / "corpus.jsonl").write_text("".join(kept))
+
+
+def train_tiny_cross_encoder(dst: Path) -> Path:
+    """The cross-encoder the tests train (tests/conftest.py::trained_cross_encoder): the packaged MiniLM backbone
+    with a fresh head, 80 seeded steps on the tiny collection's (query, positive) vs clear-negative pairs. A real
+    but weak teacher: for counting pairs and timing, not for quality claims."""
+    if (dst / "config.json").exists():
+        return dst
+    sys.path.insert(0, str(ROOT / "tests"))
+    import conftest  # noqa: E402  (its fixture function, called directly)
+
+    trained = conftest.trained_cross_encoder.__wrapped__(type("F", (), {"mktemp": lambda self, name: dst.parent})())
+    trained.rename(dst)
+    return dst
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--config", type=Path, default=ROOT / "configs" / "default.toml")
     ap.add_argument("--baseline-rev", default="a6224b6", help="git revision of today's code ('' to skip)")
-    ap.add_argument("--variant", action="append", default=[], help="NAME=extra [score] TOML lines (new code)")
+    ap.add_argument("--overrides", default="", help="section.key=value;... applied to --config for every variant")
+    ap.add_argument("--variant", action="append", default=[],
+                    help="NAME=section.key=value;... : one more variant of the new code, with these overrides")
+    ap.add_argument("--no-new", action="store_true", help="no plain 'new' variant (only --variant ones)")
     ap.add_argument("--queries", type=int, default=0, help="keep the first N test queries (0 = all)")
+    ap.add_argument("--docs", type=int, default=0,
+                    help="keep the first N documents (plus the kept queries' qrels documents; 0 = all)")
     ap.add_argument("--split", default="test")
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--name", default="default")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--train-cross-encoder", type=Path, default=None,
+                    help="train the tests' tiny cross-encoder into this folder first (use it in --config by path)")
     args = ap.parse_args()
-    work = fresh_workdir(args.work, "hn-depth-")
+    if args.train_cross_encoder:
+        print(f"cross-encoder: {train_tiny_cross_encoder(args.train_cross_encoder.absolute())}", flush=True)
+    work = fresh_workdir(args.work, "hn-depth-").absolute()
     log = work / "log.txt"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    src = args.data
-    if args.queries:
+    src = args.data = args.data.absolute()
+    if args.queries or args.docs:
         src = work / "src"
-        small_beir(args.data, src, args.queries, args.split)
+        small_beir(args.data, src, args.queries or 10**9, args.split)
+        if args.docs:
+            slice_corpus(src, args.docs)
     variants = []  # (name, code dir, config)
     if args.baseline_rev:
         base = work / "baseline-code"
@@ -99,21 +143,20 @@ def main() -> None:
         archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.baseline_rev], check=True,
                                  capture_output=True).stdout
         subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
-        variants.append(("today", base, with_score_keys(args.config, "", work / "today.toml")))
-    variants.append(("new", ROOT, with_score_keys(args.config, "", work / "new.toml")))
+        variants.append(("today", base, with_overrides(args.config, args.overrides, work / "today.toml")))
+    if not args.no_new:
+        variants.append(("new", ROOT, with_overrides(args.config, args.overrides, work / "new.toml")))
     for v in args.variant:
         name, extra = v.split("=", 1)
-        variants.append((name, ROOT, with_score_keys(args.config, extra, work / f"{name}.toml")))
+        variants.append((name, ROOT, with_overrides(args.config, f"{args.overrides};{extra}", work / f"{name}.toml")))
 
     results = []
     for name, code, config in variants:
         run_dir = work / f"run-{name}"
         cmd = [sys.executable, "-m", "hardneg", "run", str(src), "--out", str(run_dir), "--config", str(config)]
         print(f"[{name}] {' '.join(cmd)}", flush=True)
-        with open(log, "a") as fh:
-            fh.write(f"# variant {name}: PYTHONPATH={code}\n")
-        os.environ["PYTHONPATH"] = str(code)
-        proc = timed(cmd, log)
+        # run in `work`, so that `python -m hardneg` imports the code on PYTHONPATH, not the current directory's
+        proc = timed(cmd, log, work, {**env, "PYTHONPATH": str(code)})
         train = next(p for p in run_dir.glob("train.*") if not p.name.endswith(".manifest.json"))
         row = {"variant": name, "code": "git " + args.baseline_rev if code != ROOT else "this tree",
                "config": config.read_text(), **proc, "stage_wall_s": stage_walls(run_dir),
@@ -125,7 +168,7 @@ def main() -> None:
     for row in results:
         row["export_identical_to_first"] = row["train_sha256"] == ref
     out = {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "data": str(args.data),
-           "queries": args.queries or "all", "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+           "queries": args.queries or "all", "docs": args.docs or "all", "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                                          "load_avg_at_end": os.getloadavg()},
            "results": results}
     dst = args.json or HERE / "results" / f"score_depth-{args.name}.json"

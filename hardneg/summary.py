@@ -38,6 +38,12 @@ def summarize(run_dir: Path, relabeled: pl.DataFrame | None = None) -> dict:
         "relabeled_to_positive": int(((df["label"] == "positive") & (df["label_source"] != "qrels")).sum()),
         "flagged": int((df["label"] == "flagged").sum()),
     }
+    score_manifest = run_dir / LAYOUT["score"] / MANIFEST
+    if score_manifest.exists():  # what the teacher cost (hardneg.stages.score)
+        scored = json.loads(score_manifest.read_text()).get("summary", {})
+        out["teacher"] = {k: scored[k] for k in ("distinct_pairs", "scored_pairs", "cached_pairs",
+                                                 "pairs_skipped_by_depth", "texts_encoded", "embeddings_reused",
+                                                 "embeddings_from_index", "depth") if k in scored}
     filter_cfg = require_finished(run_dir / LAYOUT["filter"], "filter")["config"]
     fig = figures(df, filter_cfg, top=3)
     counts, requested = fig["kept_per_query"], fig["requested_per_query"]
@@ -96,6 +102,14 @@ def render(summary: dict) -> str:
     lines.append(f"relabeled to positive   {summary['relabeled_to_positive']}")
     if summary.get("flagged"):
         lines.append(f"flagged for a judge     {summary['flagged']}")
+    t = summary.get("teacher")
+    if t and "scored_pairs" in t:
+        line = (f"teacher pairs           {t['scored_pairs']} scored, {t.get('cached_pairs', 0)} from the cache, "
+                f"{t.get('pairs_skipped_by_depth', 0)} skipped by depth")
+        if "texts_encoded" in t:
+            line += (f"; {t['texts_encoded']} texts encoded, {t['embeddings_reused']} embeddings reused"
+                     + (" (from the index)" if t.get("embeddings_from_index") else ""))
+        lines.append(line)
     if "training_file" in summary:
         lines.append(
             f"training file           {summary['training_file']} "

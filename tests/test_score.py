@@ -164,6 +164,9 @@ def test_adaptive_depth_scores_fewer_pairs_for_the_same_training_file(tmp_path, 
     assert a["pairs_skipped_by_depth"] > 0 and f["pairs_skipped_by_depth"] == 0
     assert a["scored_pairs"] + a["pairs_skipped_by_depth"] == f["scored_pairs"] == a["distinct_pairs"]
     assert a["texts_encoded"] < f["texts_encoded"]
+    text = invoke("summary", adaptive).output  # the saving is visible
+    assert (f"{a['scored_pairs']} scored, 0 from the cache, {a['pairs_skipped_by_depth']} skipped by depth; "
+            f"{a['texts_encoded']} texts encoded" in text), text
     # unscored rows are marked, and the filter keeps exactly the same rows
     fa, ff = (pl.from_arrow(read_stage(d / "filtered", "filter", schemas.FILTERED)) for d in (adaptive, full))
     unscored = fa.filter(pl.col("teacher_score").is_null())
@@ -184,3 +187,28 @@ def test_auto_depth_scores_the_whole_pool_when_relabel_may_promote_any_candidate
     forced = _run(tmp_path, data_dir, "forced", score='depth = "adaptive"', relabel="promote = true")
     s = read_manifest(forced / "scored")["summary"]
     assert s["depth"].startswith("adaptive: promotions") and s["pairs_skipped_by_depth"] > 0
+
+
+def test_a_cross_encoder_scores_adaptively_with_the_filter_config(tmp_path, index_dirs, data_dir,
+                                                                    trained_cross_encoder):
+    (tmp_path / "cfg.toml").write_text(ADAPTIVE.format(score="", relabel='policy = "drop"'))
+    invoke("mine", index_dirs["bm25"], "--data", data_dir, "--out", tmp_path / "m", "--top-k", 20)
+    ce = ("--teacher", trained_cross_encoder, "--teacher-kind", "cross-encoder", "--first-window", 2)
+    invoke("score", tmp_path / "m", "--data", data_dir, "--out", tmp_path / "a", *ce, "--filter-config",
+           tmp_path / "cfg.toml", "--cache", tmp_path / "cache")
+    invoke("score", tmp_path / "m", "--data", data_dir, "--out", tmp_path / "f", *ce, "--no-cache")
+    a, f = (read_manifest(tmp_path / x)["summary"] for x in "af")
+    assert a["depth"] == "adaptive" and 0 < a["scored_pairs"] < f["scored_pairs"] == a["distinct_pairs"]
+    assert read_manifest(tmp_path / "a")["config"]["depth_rules"]["negatives_per_query"] == 2
+    kept = []
+    for x in "af":
+        invoke("filter", tmp_path / x, "--out", tmp_path / f"{x}-filtered", "--rule", "near-duplicate", "--rule",
+               "perc-pos", "--negatives-per-query", 2)
+        df = pl.from_arrow(read_stage(tmp_path / f"{x}-filtered", "filter", schemas.FILTERED))
+        kept.append(df.filter(pl.col("keep")).select("query_id", "doc_id", "teacher_score").sort("query_id", "doc_id"))
+    assert kept[0].equals(kept[1])
+    # a rerun scores nothing: the pairs it scored are in the score cache
+    invoke("score", tmp_path / "m", "--data", data_dir, "--out", tmp_path / "again", *ce, "--filter-config",
+           tmp_path / "cfg.toml", "--cache", tmp_path / "cache")
+    again = read_manifest(tmp_path / "again")["summary"]
+    assert again["scored_pairs"] == 0 and again["cached_pairs"] == a["scored_pairs"]

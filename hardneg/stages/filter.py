@@ -271,9 +271,17 @@ def run(scored_dir: Path, out: Path, cfg: FilterConfig, overwrite: bool = False,
     the data dir recorded by `score`) and, with `dup_threshold`, embeddings from `index_dir`'s dense index (default:
     the index recorded by `mine`, when it has dense embeddings of the same texts), else from `dup_model`.
     `dropped_out` receives the dropped rows, with their reasons, as a stage directory of its own."""
-    require_finished(scored_dir, "score")
+    score_manifest = require_finished(scored_dir, "score")
     dup = "near-duplicate" in cfg.rules
     summary_extra = {}
+    depth_rules = score_manifest.get("config", {}).get("depth_rules")
+    if depth_rules is not None:  # `score` stopped early on these rules: other rules may leave queries short
+        summary_extra["scored_for_these_rules"] = depth_rules == asdict(cfg)
+        if depth_rules != asdict(cfg):
+            import sys
+
+            print(f"warning: {scored_dir} was scored with adaptive depth for other filter rules; candidates it did "
+                  f"not score are dropped as not_scored (rescore, or score with --depth full)", file=sys.stderr)
     if dup:
         data_dir = data_dir or _upstream(scored_dir, "score", 1)
         if data_dir is None:

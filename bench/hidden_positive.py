@@ -84,8 +84,8 @@ class Stages:
     def __init__(self, root: Path, data_dir: Path):
         self.root, self.data_dir = root, data_dir
 
-    def _dir(self, parent: str, stage: str, cfg) -> tuple[Path, str]:
-        blob = json.dumps([parent, stage, dataclasses.asdict(cfg)], sort_keys=True, default=str)
+    def _dir(self, parent: str, stage: str, *cfgs) -> tuple[Path, str]:
+        blob = json.dumps([parent, stage, *map(dataclasses.asdict, cfgs)], sort_keys=True, default=str)
         key = hashlib.sha256(blob.encode()).hexdigest()[:12]
         return self.root / f"{stage}-{key}", key
 
@@ -105,8 +105,10 @@ class Stages:
         out["mine"] = self._ensure(p, lambda o: mine.run(out["index"], self.data_dir, o, cfg.mine))
         if upto == "mine":
             return out
-        p, k = self._dir(k, "score", cfg.score)
-        out["score"] = self._ensure(p, lambda o: score.run(out["mine"], self.data_dir, o, cfg.score))
+        # as `hardneg run` calls it: adaptive depth stops on the filter's rules (so they are part of the key)
+        p, k = self._dir(k, "score", cfg.score, cfg.filter, cfg.relabel)
+        out["score"] = self._ensure(p, lambda o: score.run(out["mine"], self.data_dir, o, cfg.score,
+                                                           filter_cfg=cfg.filter, relabel_cfg=cfg.relabel))
         p, k = self._dir(k, "filter", cfg.filter)
         out["filter"] = self._ensure(p, lambda o: filter.run(out["score"], o, cfg.filter))
         p, k = self._dir(k, "relabel", cfg.relabel)
@@ -407,17 +409,19 @@ def main(argv=None):
     stages = Stages(args.cache / "stages" / copy.name, data_dir)
     rows, curves, teachers = [], {}, {}
 
+    negatives_of = {}  # configuration -> its negatives, for the yardstick once a dense index exists
+
     def add(name: str, kind: str, train_rows, seconds: float, note: str, extra: dict | None = None):
         res = judge(truth, train_rows, args.negatives)
-        negs = res.pop("_negatives")
+        negatives_of[name] = res.pop("_negatives")
         row = {"configuration": name, "kind": kind, "note": note, "wall_seconds": round(seconds, 1), **res,
-               **(extra or {}), **yard.hardness(negs)}
+               **(extra or {})}
         rows.append(row)
         print(f"[bench] {name}: {json.dumps(row)}", flush=True)
 
-    # the yardstick reads the naive dense config's index (MiniLM at its own length, queries cached)
-    yard = Yardstick(stages.run(load_pipeline(config_path("naive-dense")), upto="mine")["index"], truth, queries)
     from hardneg.io.stagedir import read_manifest
+
+    dense_index = None  # the yardstick reads the first dense index of MiniLM at its own length (queries cached)
 
     for name in [c for c in args.configs.split(",") if c]:
         path = config_path(name)
@@ -428,6 +432,9 @@ def main(argv=None):
             print(f"[bench] skipping {name}: {exc}", flush=True)
             continue
         paths = stages.run(cfg)
+        if (dense_index is None and (paths["index"] / "dense" / "queries.npy").exists()
+                and Path(cfg.index.model).name == "all-MiniLM-L6-v2" and not cfg.index.max_seq_length):
+            dense_index = paths["index"]
         relabeled = read_stage(paths["relabel"])
         score_summary = read_manifest(paths["score"]).get("summary", {})
         extra = {"promoted_recall": promoted_recall(relabeled, labeled, relevant),
@@ -463,6 +470,11 @@ def main(argv=None):
                                        args.cache)
             add(f"ST {name}", "st", train_rows, secs,
                 "mine_hard_negatives(" + ", ".join(f"{k}={v!r}" for k, v in ST_KWARGS[name].items()) + ")")
+    if dense_index is None:  # no config built one: the naive dense config's index
+        dense_index = stages.run(load_pipeline(config_path("naive-dense")), upto="mine")["index"]
+    yard = Yardstick(dense_index, truth, queries)
+    for row in rows:
+        row.update(yard.hardness(negatives_of[row["configuration"]]))
     save(rows, curves, args, run_info, len(labeled), time.time() - started)
     return rows
 

@@ -31,6 +31,7 @@ RELABEL_POLICIES = ("relabel", "drop", "keep-flagged", "remove", "hn_remove", "r
 # actions on an LLM judge's verdicts (`hardneg judge`), see hardneg.stages.relabel
 JUDGE_POLICIES = ("remove", "hn_remove", "rlhn")  # need a judged input
 EXECUTORS = ("local", "ray")  # hardneg.executor
+DEPTHS = ("auto", "adaptive", "full")  # score: adaptive depth where exact, always, or never
 
 
 @dataclass
@@ -93,6 +94,9 @@ class ScoreConfig(EncoderConfig):
     batch_size: int = 32
     max_length: int | None = None  # cross-encoder: max tokens of query + document
     dtype: str = "auto"  # auto = float32; float16 / bfloat16 on CUDA
+    depth: str = "auto"  # auto | adaptive | full: score ranks window by window and stop a query once the filter has
+    # its negatives (auto: only where that gives the same training file; see docs/scoring.md); full: every candidate
+    first_window: int = 50  # adaptive: ranks scored first; the window doubles until top_k
 
 
 @dataclass
@@ -180,6 +184,7 @@ CHOICES = {
     "short_policy": SHORT_POLICIES,
     "policy": RELABEL_POLICIES,
     "backend": BACKENDS,
+    "depth": DEPTHS,
 }
 
 
@@ -251,7 +256,8 @@ def validate(cfg, source: str = "options"):
             raise HardnegError(f"{source}: max_per_query, max_query_chars and max_doc_chars must be >= 0")
         if cfg.instruction and "{document}" not in cfg.instruction:
             raise HardnegError(f"{source}: instruction must contain {{document}} (and usually {{query}})")
-    for name in ("top_k", "batch_size", "query_batch_size", "encode_chunk_size", "ivf_nprobe", "hnsw_m"):
+    for name in ("top_k", "first_window", "batch_size", "query_batch_size", "encode_chunk_size", "ivf_nprobe",
+                 "hnsw_m"):
         if hasattr(cfg, name) and getattr(cfg, name) < 1:
             raise HardnegError(f"{source}: {name} must be at least 1")
     return cfg

@@ -214,3 +214,40 @@ def load_cross_encoder(name: str, device: str | None, max_length: int | None, al
         raise HardnegError(f"model {name!r}: cannot load it as a cross-encoder ({exc})") from None
     set_dtype(model.model, model.device, dtype, name)
     return model
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".onnx", ".h5", ".msgpack", ".gguf")
+_digests: dict[tuple, str] = {}
+
+
+def weights_digest(target: str) -> str | None:
+    """sha256 of a local model folder's weight files (names, sizes and contents), so that changed weights change
+    every cache key built on it; None for a hub name. Memoized per process by (path, size, mtime) of the files."""
+    folder = Path(target)
+    if not folder.is_dir():
+        return None
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES
+                   and "onnx" not in p.relative_to(folder).parts[:-1])  # hardneg's own onnx exports live elsewhere
+    stamp = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    if stamp not in _digests:
+        import hashlib
+
+        h = hashlib.sha256()
+        for p in files:
+            h.update(f"{p.relative_to(folder).as_posix()}\0{p.stat().st_size}\0".encode())
+            with open(p, "rb") as fh:
+                while chunk := fh.read(1 << 22):
+                    h.update(chunk)
+        _digests[stamp] = h.hexdigest()
+    return _digests[stamp]
+
+
+def own_max_seq_length(target: str) -> int | None:
+    """The max_seq_length a sentence-transformers model folder declares (what it uses when none is passed)."""
+    import json
+
+    path = Path(target) / "sentence_bert_config.json"
+    try:
+        return json.loads(path.read_text()).get("max_seq_length")
+    except (OSError, ValueError):
+        return None

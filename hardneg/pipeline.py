@@ -48,7 +48,10 @@ def run(src: Path, out: Path, cfg: PipelineConfig, overwrite: bool = False, log=
         ("index", lambda o, ow: index.run(data, o, cfg.index, ow, execution), cfg.index, [data]),
         ("mine", lambda o, ow: mine.run(paths["index"], data, o, cfg.mine, ow, execution), cfg.mine,
          [paths["index"], data]),
-        ("score", lambda o, ow: score.run(paths["mine"], data, o, cfg.score, ow, execution=execution), cfg.score,
+        # with adaptive depth, score stops each query once the filter's rules leave its negatives
+        ("score", lambda o, ow: score.run(paths["mine"], data, o, cfg.score, ow, execution=execution,
+                                              run_dir=out, filter_cfg=cfg.filter, relabel_cfg=cfg.relabel),
+         lambda: score.recorded_config(cfg.score, cfg.filter, cfg.relabel, paths["mine"], data),
          [paths["mine"], data]),
         ("filter", lambda o, ow: filter.run(paths["score"], o, cfg.filter, ow), cfg.filter, [paths["score"]]),
         # with a [judge] section, the LLM judges read the filter's suspects and relabel reads their verdicts
@@ -64,7 +67,8 @@ def run(src: Path, out: Path, cfg: PipelineConfig, overwrite: bool = False, log=
             log(f"[import] using the imported data in {src}")
             continue
         manifest_path = Path(f"{target}.manifest.json") if stage == "export" else target / MANIFEST
-        config = import_.resolved_config(src, stage_cfg) if stage == "import" else asdict(stage_cfg)
+        config = (import_.resolved_config(src, stage_cfg) if stage == "import"
+                  else stage_cfg() if callable(stage_cfg) else asdict(stage_cfg))
         state = _state(target, config, inputs, manifest_path)
         if state == "current":
             log(f"[{stage}] up to date: {target}")

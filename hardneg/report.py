@@ -54,7 +54,8 @@ def figures(relabeled: pl.DataFrame, filter_cfg: dict, top: int = 20) -> dict:
     query's best-scored labeled positive (`positive_id`), largest first: the ones the teacher likes most compared
     with what a person labeled relevant.
     """
-    df = relabeled.with_columns(_group().alias("group"))
+    # candidates `score` left unscored (adaptive depth) have no score to plot
+    df = relabeled.filter(pl.col("teacher_score").is_not_null()).with_columns(_group().alias("group"))
     ref = positive_reference(df, filter_cfg.get("positive_reference", "min"), filter_cfg.get("positive_floor_rank", 0))
     cand = df.filter(~pl.col("is_positive")).join(ref, on="query_id", how="left").filter(pl.col("_pos").is_not_null())
     rules = list(filter_cfg.get("rules", []))

@@ -51,6 +51,7 @@ DROP_REASONS = (
     "outside_rank_window",
     "not_sampled",
     "too_few_negatives",  # short_policy = drop: the query has fewer than negatives_per_query negatives
+    "not_scored",  # score's adaptive depth stopped before this candidate's rank (hardneg.stages.score)
 )
 LABELS = ("positive", "negative", "dropped", "flagged")  # flagged: suspected false negative kept for a judge
 LABEL_SOURCES = ("qrels", "teacher", "rule", "llm")  # llm: decided by an LLM judge (hardneg judge)

@@ -112,7 +112,9 @@ def test_a_missing_shard_leaves_the_stage_unfinished_until_a_plain_rerun(local, 
     invoke(*args, "--shard", "2/3")
     assert not (out / "_SUCCESS").exists()
     assert sorted(p.name for p in out.glob("part-*")) == ["part-00000.parquet", "part-00002.parquet"]
-    invoke("score", out, "--data", data_dir, "--out", tmp_path / "scored", ok=False)  # refused: unfinished input
+    refused = invoke("score", out, "--data", data_dir, "--out", tmp_path / "scored", ok=False)
+    assert refused.exit_code == 2 and "_SUCCESS" in refused.output  # an unfinished input is refused
+    assert not (tmp_path / "scored").exists()
     invoke(*args)  # without --shard: computes what is missing (part 1) and finishes
     assert digests(out) == digests(local["mined"])
 

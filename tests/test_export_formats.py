@@ -25,13 +25,19 @@ def test_margin_mse_label_is_the_teacher_margin(tmp_path, relabeled_dir, data_di
     invoke("export", relabeled_dir, "--data", data_dir, "--out", triplets, "--format", "triplets")
     assert datasets.load_dataset("parquet" if ext == "parquet" else "json", data_files=str(triplets),
                                  split="train").num_rows == ds.num_rows
-    scores = df["teacher_score"]
-    row = ds[0]
-    assert float(scores.min() - scores.max()) <= row["label"] <= float(scores.max() - scores.min())
-    # the label is exactly pos score - neg score for some pair of the query
-    pos = df.filter(pl.col("label") == "positive")["teacher_score"].to_list()
-    neg = df.filter(pl.col("label") == "negative")["teacher_score"].to_list()
-    assert any(abs((p - n) - row["label"]) < 1e-5 for p in pos for n in neg)
+    # every row's label is its own positive's teacher score minus its own negative's, found by their texts
+    from hardneg.io import data
+
+    corpus = data.load(data_dir)["corpus"]
+    text_of = dict(zip(corpus["doc_id"].to_pylist(), data.document_texts(corpus)))
+    queries = data.load(data_dir)["queries"]
+    qtext = dict(zip(queries["query_id"].to_pylist(), queries["text"].to_pylist()))
+    score = {(qtext[q], text_of[d], lab): s for q, d, lab, s in
+             df.select("query_id", "doc_id", "label", "teacher_score").iter_rows()}
+    for row in ds:
+        expected = score[(row["query"], row["positive"], "positive")] - score[(row["query"], row["negative"],
+                                                                              "negative")]
+        assert row["label"] == pytest.approx(expected, abs=1e-6)
 
 
 @pytest.mark.parametrize("fmt", ["triplets", "n-tuple"])

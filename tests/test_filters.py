@@ -89,7 +89,7 @@ def test_filter_cli_near_duplicate_uses_the_index_embeddings_and_writes_dropped_
     assert set(dropped["reason"]) <= set(schemas.DROP_REASONS)
 
 
-def test_filter_cli_near_duplicate_with_a_model_when_no_dense_index(tmp_path, scored_dir, index_dirs, dup_id):
+def test_filter_cli_near_duplicate_index_choice(tmp_path, scored_dir, index_dirs, dup_id):
     bad = invoke("filter", scored_dir, "--out", tmp_path / "x", "--dup-threshold", "0.97", "--index",
                  index_dirs["bm25"], ok=False)
     assert bad.exit_code == 2 and "no dense embeddings" in bad.output
@@ -97,6 +97,26 @@ def test_filter_cli_near_duplicate_with_a_model_when_no_dense_index(tmp_path, sc
     invoke("filter", scored_dir, "--out", out, "--rule", "near-duplicate", "--dup-threshold", "0.999",
            "--negatives-per-query", "0", "--index", index_dirs["dense"], "--dup-model", "all-MiniLM-L6-v2")
     assert read_manifest(out)["summary"]["dup_embeddings"].startswith("index:")
+
+
+def test_near_duplicate_embeddings_fall_back_to_the_model_without_a_dense_index(data_dir, index_dirs):
+    """No index: DocEmbeddings encodes the documents asked for with dup_model, each once, and gets the index's
+    own embeddings (same model and texts)."""
+    import pyarrow.parquet as pq
+
+    from hardneg.io import data
+    from hardneg.stages.filter import DocEmbeddings
+
+    corpus = data.load(data_dir)["corpus"]
+    doc_text = dict(zip(corpus["doc_id"].to_pylist(), data.document_texts(corpus)))
+    ids = sorted(doc_text)[:5]
+    emb = DocEmbeddings(None, "all-MiniLM-L6-v2", doc_text, "")
+    rows = emb.rows_of(ids + ids[:2])
+    assert emb.source == "model:all-MiniLM-L6-v2" and emb.emb.shape[0] == 5  # each document encoded once
+    index = index_dirs["dense"]
+    order = {d: i for i, d in enumerate(pq.read_table(index / "doc_ids.parquet")["doc_id"].to_pylist())}
+    expected = np.load(index / "dense" / "embeddings.npy")[[order[d] for d in ids + ids[:2]]]
+    np.testing.assert_allclose(np.asarray(emb.emb)[rows], expected, atol=1e-4)
 
 
 ROWS = [("q", "p1", 3, True, 0.80), ("q", "p2", None, True, 0.60), ("q", "a", 1, False, 0.90),

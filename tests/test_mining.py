@@ -75,7 +75,8 @@ def test_a_killed_index_resumes_without_reencoding_finished_chunks(tmp_path, dat
     out = tmp_path / "index"
     args = ("index", data_dir, "--out", out, "--retriever", "dense", "--encode-chunk-size", "10")
     monkeypatch.setattr(dense, "encode", dies_on_second_chunk)
-    assert invoke(*args, ok=False).exit_code != 0
+    died = invoke(*args, ok=False)
+    assert died.exit_code == 1 and isinstance(died.exception, RuntimeError)  # the crash itself, not a refusal
     assert [p.name for p in (out / "dense" / "chunks").glob("emb-*.npy")] == ["emb-00000.npy"]
     assert not (out / "_SUCCESS").exists()
 

@@ -17,6 +17,7 @@ import pytest
 
 from conftest import invoke
 from hardneg import schemas
+from hardneg.errors import HardnegError
 from hardneg.io.stagedir import read_stage
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,7 +135,7 @@ def test_bm25_index_killed_leaves_no_success_and_a_rerun_finishes(tmp_path, data
     out = tmp_path / "index"
     killed = hardneg("index", data_dir, "--out", out, "--retriever", "bm25", kill_after=1)
     assert killed.returncode == KILLED and not (out / "_SUCCESS").exists()
-    with pytest.raises(Exception, match="_SUCCESS"):
+    with pytest.raises(HardnegError, match="_SUCCESS"):
         read_stage(out, "index", schemas.MINED)
     rerun = hardneg("index", data_dir, "--out", out, "--retriever", "bm25")
     assert rerun.returncode == 0, rerun.stderr

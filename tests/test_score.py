@@ -59,3 +59,128 @@ def test_a_missing_model_is_a_clear_error_not_a_hub_timeout(tmp_path, mined_dir,
         assert result.exit_code == 2 and expected in result.output, result.output
         assert time.time() - t0 < 10
         assert not (tmp_path / "s").exists()
+
+
+# -- the teacher is the index's encoder: its embeddings are read, no model is loaded ---------------------------------
+
+def _no_model(monkeypatch):
+    """Make loading a sentence-transformers model fail loudly (in the teacher and in the dense retriever)."""
+    def fail(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    import hardneg.retrievers.dense as dense
+    import hardneg.teachers.bi_encoder as bi
+
+    monkeypatch.setattr(bi, "load_sentence_transformer", fail)
+    monkeypatch.setattr(dense, "load_sentence_transformer", fail)
+
+
+def _fresh_scores(df: pl.DataFrame, **cfg) -> np.ndarray:
+    """The same pairs scored by a bi-encoder teacher that encodes every text itself (no index, no cache)."""
+    from hardneg.config import ScoreConfig
+    from hardneg.teachers.bi_encoder import BiEncoderTeacher
+
+    corpus, queries, _ = read_tiny()
+    docs = {d["_id"]: f"{d['title']} {d['text']}".strip() for d in corpus}
+    qtext = {q["_id"]: q["text"] for q in queries}
+    teacher = BiEncoderTeacher(ScoreConfig(**cfg))
+    return teacher.score([qtext[q] for q in df["query_id"]], [docs[d] for d in df["doc_id"]])
+
+
+def test_a_teacher_that_is_the_index_encoder_reads_its_embeddings_and_loads_no_model(tmp_path, monkeypatch,
+                                                                                    mined_dir, data_dir):
+    _no_model(monkeypatch)
+    # the shipped default writes max_seq_length = 256 for the teacher, the index leaves it unset (= MiniLM's 256)
+    for args in ([], ["--max-seq-length", "256"]):
+        out = tmp_path / f"s{len(args)}"
+        invoke("score", mined_dir, "--data", data_dir, "--out", out, *args)
+        s = read_manifest(out)["summary"]
+        assert s["embeddings_from_index"] and s["texts_encoded"] == 0 and s["embeddings_reused"] > 0, s
+        assert not (out / ".hardneg-cache").exists()  # nothing to cache
+    df = pl.from_arrow(read_stage(out, "score", schemas.SCORED))
+    monkeypatch.undo()
+    fresh = _fresh_scores(df, max_seq_length=256)
+    assert np.abs(df["teacher_score"].to_numpy() - fresh).max() < 1e-5
+
+
+def test_another_encoder_identity_does_not_read_the_index(tmp_path, monkeypatch, mined_dir, data_dir):
+    _no_model(monkeypatch)
+    for n, args in enumerate((["--max-seq-length", "128"], ["--query-prompt", "query: "])):
+        result = invoke("score", mined_dir, "--data", data_dir, "--out", tmp_path / f"x{n}", *args, ok=False)
+        assert "a model was loaded" in repr(result.exception), args
+    monkeypatch.undo()
+    invoke("score", mined_dir, "--data", data_dir, "--out", tmp_path / "s", "--max-seq-length", "128")
+    s = read_manifest(tmp_path / "s")["summary"]
+    assert not s["embeddings_from_index"] and s["texts_encoded"] > 0
+    df = pl.from_arrow(read_stage(tmp_path / "s", "score", schemas.SCORED))
+    assert np.abs(df["teacher_score"].to_numpy() - _fresh_scores(df, max_seq_length=128)).max() < 1e-5
+
+
+def test_a_gone_or_changed_index_falls_back_to_encoding(tmp_path, data_dir):
+    import shutil
+
+    invoke("index", data_dir, "--out", tmp_path / "index", "--retriever", "dense")
+    invoke("mine", tmp_path / "index", "--data", data_dir, "--out", tmp_path / "mined", "--top-k", "5")
+    invoke("score", tmp_path / "mined", "--data", data_dir, "--out", tmp_path / "a")
+    assert read_manifest(tmp_path / "a")["summary"]["embeddings_from_index"]
+    shutil.rmtree(tmp_path / "index")
+    invoke("score", tmp_path / "mined", "--data", data_dir, "--out", tmp_path / "b")
+    s = read_manifest(tmp_path / "b")["summary"]
+    assert not s["embeddings_from_index"] and s["texts_encoded"] > 0
+    a, b = (pl.from_arrow(read_stage(tmp_path / x, "score", schemas.SCORED)) for x in "ab")
+    assert np.abs(a["teacher_score"].to_numpy() - b["teacher_score"].to_numpy()).max() < 1e-5
+
+
+# -- adaptive depth ----------------------------------------------------------------------------------------------
+
+ADAPTIVE = """
+[index]
+retriever = "bm25"
+[mine]
+top_k = 20
+[score]
+first_window = 2
+{score}
+[filter]
+rules = ["near-duplicate", "perc-pos"]
+negatives_per_query = 2
+[relabel]
+{relabel}
+"""
+
+
+def _run(tmp_path, data_dir, name, score="", relabel='policy = "drop"'):
+    (tmp_path / f"{name}.toml").write_text(ADAPTIVE.format(score=score, relabel=relabel))
+    invoke("run", data_dir, "--out", tmp_path / name, "--config", tmp_path / f"{name}.toml")
+    return tmp_path / name
+
+
+def test_adaptive_depth_scores_fewer_pairs_for_the_same_training_file(tmp_path, data_dir):
+    adaptive = _run(tmp_path, data_dir, "adaptive")
+    full = _run(tmp_path, data_dir, "full", score='depth = "full"')
+    assert (adaptive / "train.parquet").read_bytes() == (full / "train.parquet").read_bytes()
+    a, f = (read_manifest(d / "scored")["summary"] for d in (adaptive, full))
+    assert a["depth"] == "adaptive" and f["depth"].startswith("full")
+    assert a["pairs_skipped_by_depth"] > 0 and f["pairs_skipped_by_depth"] == 0
+    assert a["scored_pairs"] + a["pairs_skipped_by_depth"] == f["scored_pairs"] == a["distinct_pairs"]
+    assert a["texts_encoded"] < f["texts_encoded"]
+    # unscored rows are marked, and the filter keeps exactly the same rows
+    fa, ff = (pl.from_arrow(read_stage(d / "filtered", "filter", schemas.FILTERED)) for d in (adaptive, full))
+    unscored = fa.filter(pl.col("teacher_score").is_null())
+    assert unscored.height == a["pairs_skipped_by_depth"] and not unscored["is_positive"].any()
+    assert set(unscored["reason"]) == {"not_scored"}
+    kept = [d.filter(pl.col("keep")).select("query_id", "doc_id", "teacher_score").sort("query_id", "doc_id")
+            for d in (fa, ff)]
+    assert kept[0].equals(kept[1])
+    # the caches stay inside the run directory
+    assert any((adaptive / ".hardneg-cache").glob("*/emb-*.npy"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adaptive", "adaptive.toml", "full", "full.toml"]
+
+
+def test_auto_depth_scores_the_whole_pool_when_relabel_may_promote_any_candidate(tmp_path, data_dir):
+    run = _run(tmp_path, data_dir, "promote", relabel="promote = true")
+    s = read_manifest(run / "scored")["summary"]
+    assert s["depth"].startswith("full: relabel promotes") and s["pairs_skipped_by_depth"] == 0
+    forced = _run(tmp_path, data_dir, "forced", score='depth = "adaptive"', relabel="promote = true")
+    s = read_manifest(forced / "scored")["summary"]
+    assert s["depth"].startswith("adaptive: promotions") and s["pairs_skipped_by_depth"] > 0

@@ -4,7 +4,7 @@ import zipfile
 import polars as pl
 import pytest
 
-from conftest import invoke
+from conftest import invoke, read_tiny
 from hardneg import schemas
 from hardneg.io.stagedir import read_manifest, read_stage
 
@@ -78,41 +78,32 @@ def test_a_broken_piece_is_a_clear_error(tmp_path, monkeypatch):
     assert not (tmp_path / "models" / "all-mpnet-base-v2").exists()
 
 
-class Counting:
-    """Wraps the bi-encoder teacher's score() to count the pairs it is asked to score."""
-
-    def __init__(self, monkeypatch):
-        from hardneg.teachers.bi_encoder import BiEncoderTeacher
-
-        self.pairs = []
-        original = BiEncoderTeacher.score
-
-        def score(teacher, queries, docs):
-            self.pairs += list(zip(queries, docs))
-            return original(teacher, queries, docs)
-
-        monkeypatch.setattr(BiEncoderTeacher, "score", score)
+def _distinct_texts(scored) -> tuple[set[str], set[str]]:
+    """The distinct query and document texts of a scored table's pairs."""
+    corpus, queries, _ = read_tiny()
+    docs = {d["_id"]: f"{d['title']} {d['text']}".strip() for d in corpus}
+    qtext = {q["_id"]: q["text"] for q in queries}
+    return {qtext[q] for q in scored["query_id"].to_pylist()}, {docs[d] for d in scored["doc_id"].to_pylist()}
 
 
-def test_rescoring_after_deeper_mining_scores_only_the_new_pairs(tmp_path, monkeypatch, index_dirs, data_dir):
-    counter = Counting(monkeypatch)
+def test_rescoring_after_deeper_mining_encodes_only_the_new_texts(tmp_path, index_dirs, data_dir):
+    """A bi-encoder teacher that is not the index's encoder (BM25 here) keeps its embeddings in a cache keyed by its
+    identity and the text: a deeper mine encodes only the documents it adds, and the scores do not change."""
     cache = tmp_path / "cache"
     for k in (5, 8):
         invoke("mine", index_dirs["bm25"], "--data", data_dir, "--out", tmp_path / f"m{k}", "--top-k", k)
     invoke("score", tmp_path / "m5", "--data", data_dir, "--out", tmp_path / "s5", "--cache", cache)
     shallow = read_stage(tmp_path / "s5", "score", schemas.SCORED)
-    first = len(counter.pairs)
-    pairs5 = set(zip(shallow["query_id"].to_pylist(), shallow["doc_id"].to_pylist()))
-    assert first == len(pairs5)  # distinct pairs only
+    q5, d5 = _distinct_texts(shallow)
+    s5 = read_manifest(tmp_path / "s5")["summary"]
+    assert s5["texts_encoded"] == len(q5) + len(d5) and not s5["embeddings_from_index"]
 
-    counter.pairs.clear()
     invoke("score", tmp_path / "m8", "--data", data_dir, "--out", tmp_path / "s8", "--cache", cache)
     deep = pl.from_arrow(read_stage(tmp_path / "s8", "score", schemas.SCORED))
-    pairs8 = set(deep.select("query_id", "doc_id").iter_rows())
-    assert len(counter.pairs) == len(pairs8 - pairs5) > 0
-    summary = read_manifest(tmp_path / "s8")["summary"]
-    assert summary["cached_pairs"] == len(pairs5) and summary["scored_pairs"] == len(pairs8 - pairs5)
-    # cached scores are the scores: the same as a fresh, uncached run
+    q8, d8 = _distinct_texts(deep.to_arrow())
+    s8 = read_manifest(tmp_path / "s8")["summary"]
+    assert s8["texts_encoded"] == len(d8 - d5) > 0 and s8["embeddings_reused"] == len(q8) + len(d5)
+    # cached embeddings give the scores: the same as a fresh, uncached run
     fresh = tmp_path / "fresh"
     invoke("score", tmp_path / "m8", "--data", data_dir, "--out", fresh, "--no-cache")
     joined = deep.join(pl.from_arrow(read_stage(fresh, "score", schemas.SCORED)), on=["query_id", "doc_id"])
@@ -120,19 +111,46 @@ def test_rescoring_after_deeper_mining_scores_only_the_new_pairs(tmp_path, monke
     assert (joined["teacher_score"] - joined["teacher_score_right"]).abs().max() < 1e-5
 
     # another teacher identity (a prompt) does not reuse the cache
-    counter.pairs.clear()
     invoke("score", tmp_path / "m5", "--data", data_dir, "--out", tmp_path / "sp", "--cache", cache,
            "--query-prompt", "query: ")
-    assert len(counter.pairs) == len(pairs5)
+    assert read_manifest(tmp_path / "sp")["summary"]["texts_encoded"] == len(q5) + len(d5)
 
 
-def test_the_default_cache_lives_beside_the_output(tmp_path, monkeypatch, mined_dir, data_dir):
-    counter = Counting(monkeypatch)
-    invoke("score", mined_dir, "--data", data_dir, "--out", tmp_path / "a")
-    n = len(counter.pairs)
-    assert n > 0 and (tmp_path / ".hardneg-cache" / "scores").is_dir()
-    again = invoke("score", mined_dir, "--data", data_dir, "--out", tmp_path / "b")
-    assert len(counter.pairs) == n and f"0 scored, {n} from the cache" in again.output
+def test_changed_weights_miss_the_embedding_cache(tmp_path, index_dirs, data_dir):
+    import shutil
+
+    from hardneg.models import resolve
+
+    model = tmp_path / "model"
+    shutil.copytree(resolve("all-MiniLM-L6-v2"), model)
+    invoke("mine", index_dirs["bm25"], "--data", data_dir, "--out", tmp_path / "m", "--top-k", 3)
+    args = ("--data", data_dir, "--teacher", model, "--cache", tmp_path / "cache")
+    invoke("score", tmp_path / "m", "--out", tmp_path / "a", *args)
+    invoke("score", tmp_path / "m", "--out", tmp_path / "b", *args)
+    assert read_manifest(tmp_path / "b")["summary"]["texts_encoded"] == 0
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes())  # same bytes, new file: still a hit
+    invoke("score", tmp_path / "m", "--out", tmp_path / "c", *args)
+    assert read_manifest(tmp_path / "c")["summary"]["texts_encoded"] == 0
+    (model / "extra.bin").write_bytes(b"changed weights")
+    invoke("score", tmp_path / "m", "--out", tmp_path / "d", *args)
+    assert read_manifest(tmp_path / "d")["summary"]["texts_encoded"] > 0
+
+
+def test_the_default_cache_lives_inside_the_output(tmp_path, index_dirs, data_dir):
+    invoke("mine", index_dirs["bm25"], "--data", data_dir, "--out", tmp_path / "m", "--top-k", 3)
+    work = tmp_path / "work"
+    work.mkdir()
+    invoke("score", tmp_path / "m", "--data", data_dir, "--out", work / "a")
+    assert [p.name for p in work.iterdir()] == ["a"]  # nothing written beside --out
+    assert any((work / "a" / ".hardneg-cache").glob("*/emb-*.npy"))
+    a = read_stage(work / "a", "score", schemas.SCORED)
+    # a cache that cannot be written is a warning, never a failed stage
+    (tmp_path / "file").write_text("")
+    result = invoke("score", tmp_path / "m", "--data", data_dir, "--out", work / "b",
+                    "--cache", tmp_path / "file" / "c")
+    assert "cannot write the embedding cache" in result.output
+    assert read_stage(work / "b", "score", schemas.SCORED).equals(a)
 
 
 def test_half_precision_on_cpu_is_a_clear_error(tmp_path, mined_dir, data_dir):

@@ -4,7 +4,7 @@ import typer
 
 from hardneg.cli.app import (ALLOW_DOWNLOAD, BACKEND_HELP, BATCH_SIZE, DEVICE, DOC_PROMPT, EXECUTOR, OVERWRITE,
                              QUERY_PROMPT, RAY_ACTORS, RAY_GPUS, SHARD, choice, command, done, execution)
-from hardneg.config import BACKENDS, DEFAULT_MODEL, DTYPES, EXECUTORS, TEACHER_KINDS
+from hardneg.config import BACKENDS, DEFAULT_MODEL, DEPTHS, DTYPES, EXECUTORS, TEACHER_KINDS
 
 
 @command("score", "Score every (query, positive) and (query, candidate) pair with a teacher model.")
@@ -27,8 +27,15 @@ def score_cmd(
         "torch", "--backend", help="Bi-encoder teacher: " + BACKEND_HELP),
     query_prompt: str = QUERY_PROMPT,
     doc_prompt: str = DOC_PROMPT,
-    cache: Path = typer.Option(None, "--cache", help="Score cache directory (default: OUT/../.hardneg-cache/scores)."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the score cache."),
+    depth: choice("Depth", DEPTHS) = typer.Option(
+        "auto", "--depth", help="With --filter-config: score ranks window by window and stop a query once the "
+        "filter has its negatives (auto: where the training file stays the same); full: every candidate."),
+    filter_config: Path = typer.Option(None, "--filter-config", help="Pipeline TOML whose [filter] and [relabel] "
+                                       "the run will apply: enables adaptive depth (docs/scoring.md)."),
+    first_window: int = typer.Option(50, "--first-window", help="Adaptive depth: ranks scored first (doubles)."),
+    cache: Path = typer.Option(None, "--cache", help="Score / embedding cache directory (default: "
+                               "OUT/.hardneg-cache; RUN/.hardneg-cache under `hardneg run`)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the caches."),
     allow_download: bool = ALLOW_DOWNLOAD,
     overwrite: bool = OVERWRITE,
     shard: str = SHARD,
@@ -36,17 +43,24 @@ def score_cmd(
     ray_actors: int = RAY_ACTORS,
     ray_gpus_per_actor: float = RAY_GPUS,
 ):
-    from hardneg.config import ScoreConfig, validate
+    from hardneg.config import ScoreConfig, load_pipeline, validate
     from hardneg.stages import score
 
     cfg = ScoreConfig(model=teacher, teacher_kind=teacher_kind.value, max_length=max_length,
                       max_seq_length=max_seq_length, device=device, query_prompt=query_prompt, doc_prompt=doc_prompt,
-                      allow_download=allow_download, dtype=dtype.value, backend=backend.value)
+                      allow_download=allow_download, dtype=dtype.value, backend=backend.value, depth=depth.value,
+                      first_window=first_window)
     if batch_size:
         cfg.batch_size = batch_size
+    after = load_pipeline(filter_config) if filter_config else None
     manifest = score.run(mined, data, out, validate(cfg), overwrite, cache=cache, use_cache=not no_cache,
-                         execution=execution(shard, executor, ray_actors, ray_gpus_per_actor))
+                         execution=execution(shard, executor, ray_actors, ray_gpus_per_actor),
+                         filter_cfg=after.filter if after else None, relabel_cfg=after.relabel if after else None)
     done(manifest, out)
     s = manifest.get("summary", {})
     if "distinct_pairs" in s:
-        typer.echo(f"  {s['distinct_pairs']} distinct pairs: {s['scored_pairs']} scored, {s['cached_pairs']} from the cache")
+        typer.echo(f"  {s['distinct_pairs']} distinct pairs: {s['scored_pairs']} scored, {s['cached_pairs']} from the "
+                   f"cache, {s.get('pairs_skipped_by_depth', 0)} skipped by depth ({s.get('depth')})")
+        if "texts_encoded" in s:
+            typer.echo(f"  {s['texts_encoded']} texts encoded, {s['embeddings_reused']} embeddings reused"
+                       + (" from the index" if s.get("embeddings_from_index") else ""))

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from hardneg.io.stagedir import atomic_write_bytes
-from hardneg.models import load_sentence_transformer
+from hardneg.models import load_sentence_transformer, resolve, weights_digest
 
 ADD_BATCH = 65536  # vectors converted to float32 and handed to faiss at a time
 
@@ -57,6 +57,10 @@ def load_encoder(cfg):
     return model
 
 
+def backend_is_torch(cfg) -> bool:
+    return getattr(cfg, "backend", "torch") == "torch"
+
+
 class EncodeWorker:
     """Encodes one unit of `hardneg.executor`: a chunk of documents, or the index's queries; the model is loaded once
     per process. It records the model's resolved max_seq_length in `<dense dir>/encoder.json` for params.json."""
@@ -65,7 +69,8 @@ class EncodeWorker:
         self.cfg = cfg
         self.model = load_encoder(cfg)
         Path(dense_dir).mkdir(parents=True, exist_ok=True)
-        info = json.dumps({"max_seq_length": self.model.max_seq_length}).encode()
+        dtype = str(next(self.model.parameters()).dtype).removeprefix("torch.") if backend_is_torch(cfg) else "float32"
+        info = json.dumps({"max_seq_length": self.model.max_seq_length, "dtype": dtype}).encode()
         atomic_write_bytes(Path(dense_dir) / "encoder.json", info)
 
     def __call__(self, unit: tuple[str, list[str]]) -> tuple[np.ndarray, dict]:
@@ -146,6 +151,10 @@ def encode_corpus(texts: list[str], dense_dir: Path, cfg) -> tuple[Path, dict]:
         "dim": int(np.load(out, mmap_mode="r").shape[1]),
         "documents": len(texts),
         "max_seq_length": json.loads(encoder.read_text())["max_seq_length"] if encoder.exists() else cfg.max_seq_length,
+        # what the encoder ran in (float16 on CUDA) and its weights: a bi-encoder teacher reuses these embeddings
+        # only when they are what it would compute itself (hardneg.teachers.embeddings)
+        "encoder_dtype": json.loads(encoder.read_text()).get("dtype") if encoder.exists() else None,
+        "weights_sha256": weights_digest(resolve(cfg.model, cfg.allow_download)),
         "text_sha256": text_digest(texts),
     }
     return out, params

@@ -22,7 +22,8 @@ unchanged. The floor needs only the top N ranks' scores.
 Scores are used as the teacher wrote them (raw logits or cosines, see the score manifest's `activation`), so a
 threshold means the same thing on every run of the same teacher.
 
-The first rule that fires names the reason. Survivors beyond `negatives_per_query` are dropped as `not_sampled`;
+The first rule that fires names the reason; a candidate `score` did not score (adaptive depth: its query had its
+negatives from better-ranked candidates) and that no rule dropped is `not_scored`. Survivors beyond `negatives_per_query` are dropped as `not_sampled`;
 which survivors stay is chosen by `sampling` (`top`: best retriever rank first, `random`, `simans`; see
 hardneg.sampling). A query left with fewer than `negatives_per_query` negatives is handled by `short_policy`:
 
@@ -64,6 +65,7 @@ REASONS = {
     "rank-window": "outside_rank_window",
     "near-duplicate": "near_duplicate_of_positive",
 }
+NOT_SCORED = "not_scored"  # see hardneg.stages.score: adaptive depth
 SHOWN_SHORT_QUERIES = 20  # ids of short queries listed in the manifest (all are counted)
 
 
@@ -110,6 +112,8 @@ def filter_table(scored: pa.Table, cfg: FilterConfig, duplicate=None) -> pa.Tabl
     reason = pl.when(pl.col("is_positive")).then(pl.lit(None, dtype=pl.String))
     for rule in cfg.rules:
         reason = reason.when(_condition(rule, cfg)).then(pl.lit(REASONS[rule]))
+    # a candidate `score` left unscored (adaptive depth: its query had its negatives from better ranks)
+    reason = reason.when(pl.col("teacher_score").is_null()).then(pl.lit(NOT_SCORED))
     df = df.with_columns(reason.otherwise(pl.lit(None, dtype=pl.String)).alias("reason"))
     n = cfg.negatives_per_query
     if n > 0:
@@ -121,7 +125,8 @@ def filter_table(scored: pa.Table, cfg: FilterConfig, duplicate=None) -> pa.Tabl
         kept = (pl.col("reason").is_null() & candidate).sum().over("query_id")
         if cfg.short_policy == "pad":
             others = [_condition(r, cfg) for r in cfg.rules if r != "rank-window"]
-            deeper = candidate & (pl.col("reason") == "outside_rank_window") & (pl.col("rank") > cfg.rank_max)
+            deeper = (candidate & (pl.col("reason") == "outside_rank_window") & (pl.col("rank") > cfg.rank_max)
+                      & pl.col("teacher_score").is_not_null())
             if others:
                 deeper = deeper & ~pl.any_horizontal(others)
             order = pl.when(deeper).then(pl.col("rank")).otherwise(None).rank("ordinal").over("query_id")

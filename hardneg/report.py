@@ -26,7 +26,7 @@ MARGIN_RULES = {
     "margin-pos": lambda cfg: pl.lit(-cfg["margin"]),
 }
 POSITIVE, PROMOTED, KEPT = "positive (qrels)", "promoted to positive", "kept negative"
-FLAGGED = "flagged (keep-flagged, for a judge)"
+FLAGGED = "flagged (for a judge)"
 
 
 def _group() -> pl.Expr:

@@ -59,7 +59,7 @@ def test_ray_executor_writes_the_same_files_as_local(ray_local, local, data_dir,
     for stage in ("index", "mined", "scored"):
         assert digests(tmp_path / stage) == digests(local[stage]), stage
         assert summary(tmp_path / stage) == summary(local[stage]), stage
-    assert len(digests(local["mined"])) == 4  # 3 parts + _SUCCESS: the pool really had several units
+    assert len(digests(local["mined"])) == 5  # 3 parts + _SUCCESS + _lock: the pool really had several units
     assert "208 scored, 0 from the cache" not in result.output and "scored, 0 from the cache" in result.output
 
 

@@ -286,6 +286,9 @@ def test_mine_refuses_an_index_without_text_keys(tmp_path, data_dir, index_dirs)
     old = tmp_path / "old-index"
     shutil.copytree(index_dirs["bm25"], old)
     pq.write_table(pq.read_table(old / "doc_ids.parquet", columns=["doc_id"]), old / "doc_ids.parquet")
+    manifest = json.loads((old / "_manifest.json").read_text())
+    del manifest["files"]  # as an older hardneg wrote it (else the changed file is refused as altered)
+    (old / "_manifest.json").write_text(json.dumps(manifest))
     result = invoke("mine", old, "--data", data_dir, "--out", tmp_path / "m", ok=False)
     assert result.exit_code == 2 and "no text_key column" in result.output and "--overwrite" in result.output
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "m").exists()

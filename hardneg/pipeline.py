@@ -88,7 +88,7 @@ def _run(src: Path, out: Path, cfg: PipelineConfig, overwrite: bool, log, execut
          [paths["mine"], data]),
         ("filter", lambda o, ow: filter.run(paths["score"], o, cfg.filter, ow), cfg.filter, [paths["score"]]),
         # with a [judge] section, the LLM judges read the filter's suspects and relabel reads their verdicts
-        *([("judge", lambda o, ow: judge.run(paths["filter"], data, o, cfg.judge, ow, log=log), cfg.judge,
+        *([("judge", lambda o, ow: judge.run(paths["filter"], data, o, cfg.judge, ow, log=log, run_dir=out), cfg.judge,
             [paths["filter"], data])] if cfg.judge is not None else []),
         ("relabel", lambda o, ow: relabel.run(labels_in, o, cfg.relabel, ow), cfg.relabel, [labels_in]),
         ("export", lambda o, ow: export.run(paths["relabel"], data, o, cfg.export, ow), cfg.export,

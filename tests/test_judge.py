@@ -139,7 +139,7 @@ def rows(d: Path) -> pl.DataFrame:
 
 def shared_cache(judged: Path) -> Path:
     """The verdict cache of the session's judged directory: every judge identity has its own folder in it."""
-    return judged.parent / ".hardneg-cache" / "judge"
+    return judged / ".hardneg-cache" / "judge"
 
 
 def manifest(d: Path) -> dict:

@@ -97,8 +97,10 @@ class VerdictCache:
         self.scores.update(zip(keys, table["score"].to_pylist()))
 
 
-def default_cache(out: Path) -> Path:
-    return Path(out).absolute().parent / ".hardneg-cache" / "judge"
+def default_cache(out: Path, run_dir: Path | None = None) -> Path:
+    """`RUN/.hardneg-cache/judge` for the judge stage of a `hardneg run` directory, else inside `--out` itself: nothing
+    is written outside the directories the user named (as for score's caches)."""
+    return Path(run_dir if run_dir is not None else out).absolute() / ".hardneg-cache" / "judge"
 
 
 @dataclass
@@ -237,13 +239,13 @@ def describe(p: dict, levels: list[Level]) -> list[str]:
 
 def run(filtered_dir: Path, data_dir: Path, out: Path, cfg: JudgeConfig, overwrite: bool = False,
         cache: Path | None = None, use_cache: bool = True, execution: Execution = LOCAL, dry_run: bool = False,
-        log=print) -> dict:
-    """Judge the suspects of every part of `filtered_dir`; `cache` defaults to `<out's parent>/.hardneg-cache/judge`.
+        log=print, run_dir: Path | None = None) -> dict:
+    """Judge the suspects of every part of `filtered_dir`; `cache` defaults to `default_cache(out, run_dir)`.
     `dry_run`: print (and return) the plan, write nothing."""
     require_finished(filtered_dir, "filter")
     data.load(data_dir, ())
     parts = finished_parts(filtered_dir, "filter")
-    cache_dir = (Path(cache) if cache else default_cache(out)).absolute() if use_cache else None
+    cache_dir = (Path(cache) if cache else default_cache(out, run_dir)).absolute() if use_cache else None
     mine = [p for n, p in enumerate(parts) if execution.owns(n)]
     if dry_run:
         worker = JudgeWorker(data_dir, cfg, cache_dir)

@@ -105,7 +105,7 @@ def test_onnx_bi_encoder_teacher_scores_like_torch_under_its_own_cache_identity(
     joined = got.join(ref, on=["query_id", "doc_id"])
     assert joined.height == got.height == ref.height
     assert (joined["teacher_score"] - joined["teacher_score_right"]).abs().max() < 1e-5
-    identities = [json.loads(p.read_text()) for p in cache.glob("*/teacher.json")]
+    identities = [json.loads(p.read_text()) for p in cache.glob("*/encoder.json")]  # the embedding cache
     assert [i.get("backend") for i in identities] == ["onnx"]
 
 

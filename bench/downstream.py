@@ -314,8 +314,13 @@ def file_hardneg(row: str, ds: Dataset, args) -> dict:
 
     rows: dict[str, list[list[str]]] = {}
     for anchor, pos, neg in table.select("anchor", "positive", "negative").iter_rows():
-        for q in qids_of.get(anchor, []):  # the training file as the user gets it, its texts mapped back to ids
-            rows.setdefault(q, []).append([doc_id(pos), doc_id(neg)])
+        # the training file as the user gets it, its texts mapped back to ids; queries sharing a text (NFCorpus has
+        # 14) each own the rows of their labeled positive (a row whose positive is none of theirs goes to each)
+        qids = qids_of.get(anchor, [])
+        p, n = doc_id(pos), doc_id(neg)
+        own = [q for q in qids if ds.corpus[ds.labeled[q]] == ds.corpus[p]] or qids
+        for q in own:
+            rows.setdefault(q, []).append([p, n])
     return rows
 
 
@@ -474,7 +479,7 @@ def collect(args) -> dict:
                     runs.append({k: r[k] for k in ("dataset", "row", "seed", "ndcg_at_10", "recall_at_100",
                                                    "train_seconds", "seconds")})
             fpath = cache / "files" / f"{row}-{key}.json"
-            if key and fpath.exists() and any(r["row"] == row and r["dataset"] == name for r in runs):
+            if key and fpath.exists():  # judged even before a model is trained on it
                 files.append(json.loads(fpath.read_text())["metrics"])
     return {"runs": runs, "files": files}
 
@@ -552,6 +557,22 @@ def markdown(doc: dict) -> str:
                           f"({(a['ndcg_sd'] + b['ndcg_sd']) * 100:.2f})")
                 lines += ["", (f"Best trained row: {name[id(a)]} ({a['ndcg']:.4f}), {gap * 100:.2f} points ahead of "
                               f"{name[id(b)]}: {judged}.")]
+        lines.append("")
+    if files:
+        order = {r: i for i, r in enumerate(PRIORITY)}
+        pct = (lambda v: "–" if v is None else f"{100 * v:.1f}%")
+        lines += [("The training files, judged with the full train qrels (every file built so far, trained on or not; "
+                  "yield = queries of the train split with at least one row):"), "",
+                  ("| data set | row | queries (yield) | rows | negatives | FN | queries with FN | wrong-positive rows "
+                  "| median rank | median ratio | mining s |"),
+                  "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+        for f in sorted(files, key=lambda f: (f["dataset"], order.get(f["row"], len(order)), f["row"])):
+            rank = "–" if f.get("median_rank") is None else f"{f['median_rank']:.0f}"
+            ratio = "–" if f.get("median_ratio") is None else f"{f['median_ratio']:.3f}"
+            lines.append(f"| {f['dataset']} | {f['row']} | {f['queries']} ({pct(f['queries'] / f['train_queries'])}) "
+                         f"| {f['rows']} | {f.get('negatives', 0)} | {pct(f.get('fn_rate'))} | "
+                         f"{pct(f.get('queries_with_fn'))} | {pct(f['rows_with_wrong_positive'])} | {rank} | {ratio} "
+                         f"| {f['mining_seconds']:.0f} |")
         lines.append("")
     return "\n".join(lines)
 

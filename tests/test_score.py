@@ -178,9 +178,9 @@ def test_adaptive_depth_scores_fewer_pairs_for_the_same_training_file(tmp_path, 
 
 
 def test_auto_depth_scores_the_whole_pool_when_relabel_may_promote_any_candidate(tmp_path, data_dir):
-    run = _run(tmp_path, data_dir, "promote", relabel="promote = true")
+    run = _run(tmp_path, data_dir, "promote", relabel="promote = true\npolicy = \"relabel\"")
     s = read_manifest(run / "scored")["summary"]
     assert s["depth"].startswith("full: relabel promotes") and s["pairs_skipped_by_depth"] == 0
-    forced = _run(tmp_path, data_dir, "forced", score='depth = "adaptive"', relabel="promote = true")
+    forced = _run(tmp_path, data_dir, "forced", score='depth = "adaptive"', relabel="promote = true\npolicy = \"relabel\"")
     s = read_manifest(forced / "scored")["summary"]
     assert s["depth"].startswith("adaptive: promotions") and s["pairs_skipped_by_depth"] > 0

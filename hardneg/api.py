@@ -99,7 +99,8 @@ def build_config(config=None, *, model=None, teacher=None, cross_encoder=None, n
         cfg.filter.negatives_per_query = 3
     elif isinstance(config, PipelineConfig):
         cfg = dataclasses.replace(config, **{f.name: dataclasses.replace(getattr(config, f.name))
-                                             for f in dataclasses.fields(config)})
+                                             for f in dataclasses.fields(config)
+                                             if getattr(config, f.name) is not None})  # [judge] may be unset
     else:
         cfg = load_pipeline(Path(config))
     if model is not None:

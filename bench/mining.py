@@ -161,7 +161,6 @@ def side_ceiling(args) -> None:
     shapes and a large square product). ST's cold wall time / (work / rate) is the cold ratio of an exact (float32)
     miner that ran every operation at that rate: a yardstick for how much an fp32 runtime could still win, not a
     hard bound (short products may run at a boosted clock, and the rate varies between runs)."""
-    import numpy as np
     import torch
 
     from hardneg.models import load_sentence_transformer

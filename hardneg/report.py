@@ -369,7 +369,7 @@ def html_page(data: dict, plots: dict[str, Path]) -> str:
         "<h2>Margins to the positive</h2>",
     ]
     rules = ", ".join(t["rule"] for t in fig["margin_thresholds"])
-    out += [f'<p class="note">s − p for every negative candidate. '
+    out += ['<p class="note">s − p for every negative candidate. '
             + (f"Dashed: the {_e(rules)} threshold (shaded: its range over the queries, for a rule that scales with "
                "p); candidates to the right of it were dropped." if rules else
                "No rule compares with the positive; shown for reference.") + "</p>",

@@ -135,3 +135,38 @@ def trained_cross_encoder(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ce") / "tiny-cross-encoder"
     ce.save(str(out))
     return out
+
+
+def load_bench(name: str):
+    """A bench/ script as a module (bench/ is not a package the tests import by name)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", Path(__file__).parent.parent / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def train_one_st_step(train_dataset, out_dir: Path):
+    """One seeded SentenceTransformerTrainer step with MultipleNegativesRankingLoss from the packaged MiniLM on
+    `train_dataset` (4 rows); asserts the step ran, its loss is finite and the weights moved."""
+    import torch
+    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, losses
+    from sentence_transformers.training_args import SentenceTransformerTrainingArguments
+
+    from hardneg.models import resolve
+
+    torch.manual_seed(0)
+    model = SentenceTransformer(resolve("all-MiniLM-L6-v2"), device="cpu")
+    model.max_seq_length = 64
+    before = [p.detach().clone() for p in model.parameters()]
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(out_dir), max_steps=1, per_device_train_batch_size=4, learning_rate=1e-3,
+        report_to=[], save_strategy="no", logging_steps=1, use_cpu=True, dataloader_num_workers=0,
+    )
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_dataset,
+                                         loss=losses.MultipleNegativesRankingLoss(model))
+    result = trainer.train()
+    assert result.global_step == 1 and torch.isfinite(torch.tensor(result.training_loss))
+    assert any(not torch.equal(a, b.detach()) for a, b in zip(before, model.parameters()))
+    return result

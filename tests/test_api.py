@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import read_tiny
+from conftest import read_tiny, train_one_st_step
 from hardneg.api import build_config
 from hardneg.config import PipelineConfig
 
@@ -49,13 +49,7 @@ def test_sentence_transformers_keywords_map_to_the_stages():
 
 
 def test_mine_hard_negatives_on_a_dataset_trains_one_step_and_resumes(tmp_path, capsys):
-    import torch
-    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
-    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
-    from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
-
     import hardneg
-    from hardneg.models import resolve
 
     ds, corpus = tiny_dataset()
     work = tmp_path / "work"
@@ -75,19 +69,7 @@ def test_mine_hard_negatives_on_a_dataset_trains_one_step_and_resumes(tmp_path, 
     assert again.column_names == ["query", "document", "label"]
 
     train = out.select(range(4))
-    torch.manual_seed(0)
-    model = SentenceTransformer(resolve("all-MiniLM-L6-v2"), device="cpu")
-    model.max_seq_length = 64
-    before = [p.detach().clone() for p in model.parameters()]
-    args = SentenceTransformerTrainingArguments(
-        output_dir=str(tmp_path / "st"), max_steps=1, per_device_train_batch_size=4, learning_rate=1e-3,
-        report_to=[], save_strategy="no", logging_steps=1, use_cpu=True, dataloader_num_workers=0,
-    )
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train,
-                                         loss=MultipleNegativesRankingLoss(model))
-    result = trainer.train()
-    assert result.global_step == 1 and torch.isfinite(torch.tensor(result.training_loss))
-    assert any(not torch.equal(a, b.detach()) for a, b in zip(before, model.parameters()))
+    train_one_st_step(train, tmp_path / "st")
 
 
 def test_temporary_work_dir_is_removed_and_bad_input_is_a_hardneg_error(tmp_path, monkeypatch):

@@ -1,23 +1,17 @@
 """bench/downstream.py's pure pieces: the training batches, the training file's judge, the table's verdicts."""
 
-import importlib.util
 import random
 import types
 from pathlib import Path
 
 import numpy as np
 
+from conftest import load_bench
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-downstream = _load("downstream")
+downstream = load_bench("downstream")
 
 
 def test_batches_visit_every_query_once_per_epoch_and_never_twice_in_a_batch():

@@ -1,22 +1,16 @@
 """The hidden-positive protocol's pure pieces (bench/protocol.py), on hand-made examples."""
 
-import importlib.util
 import math
 from pathlib import Path
 
 import pytest
 
+from conftest import load_bench
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-protocol = _load("protocol")
+protocol = load_bench("protocol")
 
 QRELS = {
     "q1": {"a": 1, "b": 2, "c": 1, "z": 0},
@@ -92,7 +86,7 @@ def test_hidden_copy_round_trips_through_the_beir_reader(tmp_path):
     corpus, queries, qrels = protocol.read_beir(src, "test")
     labeled, hidden = protocol.hide_positives(qrels, seed=3)
     assert labeled
-    hp = _load("hidden_positive")
+    hp = load_bench("hidden_positive")
     copy = hp.write_hidden_copy(src, tmp_path / "copy", "test", labeled, hidden)
     corpus2, queries2, labeled_qrels = protocol.read_beir(copy, "test")
     assert corpus2 == corpus and queries2 == queries
@@ -110,7 +104,7 @@ class _Truth:
 
 
 def test_the_judge_counts_wrong_negatives_and_wrong_positives_of_a_training_file():
-    hp = _load("hidden_positive")
+    hp = load_bench("hidden_positive")
     rows = [("query one", "P1", ["H1"]), ("query one", "P1", ["N1"]),   # H1 is a hidden positive: a false negative
             ("query one", "X", ["N1"]),                                    # a promoted positive that is wrong
             ("query one", "H1", ["N1"]),                                   # a promoted positive that is right
@@ -126,7 +120,7 @@ def test_the_judge_counts_wrong_negatives_and_wrong_positives_of_a_training_file
 def test_training_rows_read_every_export_format(tmp_path):
     import polars as pl
 
-    hp = _load("hidden_positive")
+    hp = load_bench("hidden_positive")
     pl.DataFrame({"anchor": ["q"], "positive": ["p"], "negative_1": ["a"], "negative_2": ["b"]}).write_parquet(
         tmp_path / "n.parquet")
     assert hp.training_rows(tmp_path / "n.parquet", "n-tuple") == [("q", "p", ["a", "b"])]
@@ -138,7 +132,7 @@ def test_training_rows_read_every_export_format(tmp_path):
 
 
 def test_promotion_curves_trade_precision_for_recall():
-    hp = _load("hidden_positive")
+    hp = load_bench("hidden_positive")
 
     def r(q, d, s, rank, pos=False):
         return {"query_id": q, "doc_id": d, "teacher_score": s, "rank": rank, "is_positive": pos}

@@ -3,7 +3,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from conftest import invoke
+from conftest import invoke, train_one_st_step
 from hardneg import schemas
 from hardneg.config import load_pipeline
 from hardneg.io.stagedir import read_stage
@@ -43,11 +43,6 @@ def test_margin_mse_label_is_the_teacher_margin(tmp_path, relabeled_dir, data_di
 @pytest.mark.parametrize("fmt", ["triplets", "n-tuple"])
 def test_one_training_step_on_an_exported_file(tmp_path, scored_dir, data_dir, fmt):
     import datasets
-    import torch
-    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, losses
-    from sentence_transformers.training_args import SentenceTransformerTrainingArguments
-
-    from hardneg.models import resolve
 
     invoke("filter", scored_dir, "--out", tmp_path / "f", "--negatives-per-query", "2")
     invoke("relabel", tmp_path / "f", "--out", tmp_path / "r")
@@ -56,19 +51,7 @@ def test_one_training_step_on_an_exported_file(tmp_path, scored_dir, data_dir, f
     ds = datasets.load_dataset("parquet", data_files=str(out), split="train")
     assert ds.num_rows >= 4 and ds.column_names[-1] == ("negative" if fmt == "triplets" else "negative_2")
     ds = ds.select(range(4))
-    torch.manual_seed(0)
-    model = SentenceTransformer(resolve("all-MiniLM-L6-v2"), device="cpu")
-    model.max_seq_length = 64
-    before = [p.detach().clone() for p in model.parameters()]
-    args = SentenceTransformerTrainingArguments(
-        output_dir=str(tmp_path / "st"), max_steps=1, per_device_train_batch_size=4, learning_rate=1e-3,
-        report_to=[], save_strategy="no", logging_steps=1, use_cpu=True, dataloader_num_workers=0,
-    )
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=ds,
-                                         loss=losses.MultipleNegativesRankingLoss(model))
-    result = trainer.train()
-    assert result.global_step == 1 and torch.isfinite(torch.tensor(result.training_loss))
-    assert any(not torch.equal(a, b.detach()) for a, b in zip(before, model.parameters()))
+    train_one_st_step(ds, tmp_path / "st")
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])

@@ -1,7 +1,6 @@
 import polars as pl
 import pyarrow as pa
 
-from conftest import invoke
 from hardneg import schemas
 from hardneg.config import FilterConfig, RelabelConfig
 from hardneg.io.stagedir import read_stage

@@ -1,6 +1,5 @@
 import numpy as np
 import polars as pl
-import pyarrow as pa
 import pytest
 
 from conftest import invoke

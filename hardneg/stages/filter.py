@@ -54,7 +54,7 @@ from hardneg.config import FilterConfig, asdict
 from hardneg.errors import HardnegError
 from hardneg.executor import LOCAL, Execution
 from hardneg.io import data
-from hardneg.io.stagedir import StageWriter, finished_parts, part_paths, read_part, require_finished
+from hardneg.io.stagedir import StageWriter, finished_parts, part_paths, read_manifest, read_part, require_finished
 from hardneg.sampling import select
 
 REASONS = {
@@ -218,10 +218,15 @@ def near_duplicates(scored: pa.Table, norm_text: dict[str, str], threshold: floa
 
 # -- stage -------------------------------------------------------------------------------------------------------
 
-def check_scores(table: pa.Table, where: str) -> None:
-    """A NaN or missing teacher score would silently switch the rules off for its query: refuse it, naming rows."""
-    bad = pc.or_kleene(pc.is_null(table["teacher_score"]), pc.is_nan(table["teacher_score"]))
-    rows = pc.indices_nonzero(pc.fill_null(bad, True)).to_pylist()
+def check_scores(table: pa.Table, where: str, unscored_ok: bool = False) -> None:
+    """A NaN or missing teacher score would silently switch the rules off for its query: refuse it, naming rows.
+    `unscored_ok` (score used adaptive depth): a candidate it did not score is `not_scored`, said so, not silent; a
+    positive is always scored and NaN is never a score."""
+    missing = pc.is_null(table["teacher_score"])
+    if unscored_ok:
+        missing = pc.and_kleene(missing, table["is_positive"])
+    bad = pc.or_kleene(missing, pc.fill_null(pc.is_nan(table["teacher_score"]), False))
+    rows = pc.indices_nonzero(bad).to_pylist()
     if rows:
         shown = ", ".join(f"row {r} (query {table['query_id'][r].as_py()!r}, doc {table['doc_id'][r].as_py()!r})"
                           for r in rows[:3])
@@ -307,6 +312,7 @@ def run(scored_dir: Path, out: Path, cfg: FilterConfig, overwrite: bool = False,
         summary_extra["dup_texts"] = str(data_dir)
     inputs = [scored_dir]
     parts = finished_parts(scored_dir, "score")
+    adaptive = str(read_manifest(scored_dir).get("summary", {}).get("depth", "")).startswith("adaptive")
     with contextlib.ExitStack() as stack:
         reads = [data_dir, index_dir, dropped_out]
         w = stack.enter_context(StageWriter(out, "filter", asdict(cfg), inputs=inputs, overwrite=overwrite,
@@ -322,7 +328,7 @@ def run(scored_dir: Path, out: Path, cfg: FilterConfig, overwrite: bool = False,
             if not execution.owns(n) or (w.has(path.name) and (side is None or side.has(path.name))):
                 continue
             table = read_part(path, schemas.SCORED)
-            check_scores(table, str(path))
+            check_scores(table, str(path), unscored_ok=adaptive)
             mask = near_duplicates(table, norm_text, cfg.dup_threshold, embeddings) if dup else None
             filtered = filter_table(table, cfg, mask)
             if side is not None:

@@ -33,7 +33,11 @@ def source_fingerprints(files: dict[str, Path]) -> dict[str, dict]:
     out = {}
     for kind, path in files.items():
         path = Path(path)
-        members = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        if "*" in path.name:  # a sharded layout's pattern (corpus/*.parquet): its files, like a directory's
+            members = sorted(p for p in path.parent.glob(path.name) if p.is_file())
+            path = path.parent
+        else:
+            members = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         stats = [p.stat() for p in members]
         if path.is_dir():
             import hashlib
@@ -172,7 +176,8 @@ def run(src: Path | str | None, out: Path, cfg: ImportConfig, overwrite: bool = 
     config = resolved_config(src, cfg, explicit)
     tables, files, extra_counts = read_source(config, cfg)
     tables, counts = data.validate(tables, files)
-    reads = [Path(p) for p in config["files"].values()] if config["shape"] != "hub" else []
+    reads = ([Path(p).parent if "*" in Path(p).name else Path(p) for p in config["files"].values()]
+             if config["shape"] != "hub" else [])
     with StageWriter(out, "import", config, overwrite=overwrite, reads=reads) as w:
         for name, table in tables.items():
             w.write_table(f"{name}.parquet", table)

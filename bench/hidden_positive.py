@@ -316,7 +316,7 @@ def st_mine(truth: Truth, corpus_texts: list[str], queries: dict, labeled: dict,
 
 # -- promotion curves ---------------------------------------------------------------------------------------------
 
-def promotion_curve(scored: list[dict], labeled: dict, relevant: dict, evidence: str = "teacher",
+def promotion_curve(scored: list[dict], relevant: dict, evidence: str = "teacher",
                     thresholds=None) -> list[dict]:
     """Precision / recall of promoting a candidate whose teacher score minus the query's best positive score is
     >= t, for each t; `evidence`: `teacher` alone, `teacher+rank10` (also in the retriever's top 10), `top1` (only
@@ -451,7 +451,7 @@ def main(argv=None):
             if key not in curves:
                 scored = read_stage(paths["score"])
                 teachers[key] = scored
-                curves[key] = {ev: promotion_curve(scored, labeled, relevant, ev)
+                curves[key] = {ev: promotion_curve(scored, relevant, ev)
                                for ev in ("teacher", "teacher+rank10", "top1")}
     if len(teachers) > 1:  # two different teachers agree: both margins over their best positive >= t
         keys = sorted(teachers)
@@ -459,7 +459,7 @@ def main(argv=None):
             for b in keys[i + 1:]:
                 if a.split(" (")[0] != b.split(" (")[0]:
                     curves[f"{a} and {b} agree"] = {"both": promotion_curve(
-                        agreement(teachers[a], teachers[b]), labeled, relevant, "teacher")}
+                        agreement(teachers[a], teachers[b]), relevant, "teacher")}
 
     st_names = [s for s in args.st.split(",") if s]
     if st_names:

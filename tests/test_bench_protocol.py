@@ -140,11 +140,11 @@ def test_promotion_curves_trade_precision_for_recall():
     scored = [r("q1", "p", 0.5, 3, True), r("q1", "h", 0.6, 1), r("q1", "n", 0.55, 2), r("q1", "m", 0.3, 20),
               r("q2", "p2", 0.4, 1, True), r("q2", "h2", 0.35, 15)]
     relevant = {"q1": {"p", "h"}, "q2": {"p2", "h2"}}
-    curve = {p["threshold"]: p for p in hp.promotion_curve(scored, {}, relevant, "teacher", [-0.1, 0.0, 0.08])}
+    curve = {p["threshold"]: p for p in hp.promotion_curve(scored, relevant, "teacher", [-0.1, 0.0, 0.08])}
     assert curve[0.08]["promoted"] == 1 and curve[0.08]["precision"] == 1.0 and curve[0.08]["recall"] == 0.5
     assert curve[0.0]["promoted"] == 2 and curve[0.0]["precision"] == 0.5
     assert curve[-0.1]["promoted"] == 3 and curve[-0.1]["recall"] == 1.0
-    ranked = hp.promotion_curve(scored, {}, relevant, "teacher+rank10", [-0.1])[0]
+    ranked = hp.promotion_curve(scored, relevant, "teacher+rank10", [-0.1])[0]
     assert ranked["promoted"] == 2 and ranked["recall"] == 0.5           # h2 is ranked 15th
-    top1 = hp.promotion_curve(scored, {}, relevant, "top1", [-0.1])[0]
+    top1 = hp.promotion_curve(scored, relevant, "top1", [-0.1])[0]
     assert top1["promoted"] == 2 and top1["precision"] == 1.0           # h for q1, h2 for q2

@@ -38,7 +38,8 @@ def judge_cmd(
     positive_reference: choice("JudgeReference", POSITIVE_REFERENCES) = typer.Option(
         "min", "--positive-reference", help="The positive score the margin is measured from."),
     max_doc_chars: int = typer.Option(2000, "--max-doc-chars", help="Cut documents to this many characters."),
-    cache: Path = typer.Option(None, "--cache", help="Verdict cache directory (default: OUT/../.hardneg-cache/judge)."),
+    cache: Path = typer.Option(None, "--cache", help="Verdict cache directory (default: OUT/.hardneg-cache/judge; "
+                               "RUN/.hardneg-cache/judge under `hardneg run`)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the verdict cache."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the number of calls and tokens; write nothing."),
     allow_download: bool = ALLOW_DOWNLOAD,

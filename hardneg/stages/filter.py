@@ -54,7 +54,7 @@ from hardneg.config import FilterConfig, asdict
 from hardneg.errors import HardnegError
 from hardneg.executor import LOCAL, Execution
 from hardneg.io import data
-from hardneg.io.stagedir import StageWriter, finished_parts, part_paths, read_manifest, read_part, require_finished
+from hardneg.io.stagedir import StageWriter, finished_parts, part_paths, read_part, require_finished
 from hardneg.sampling import select
 
 REASONS = {
@@ -312,7 +312,7 @@ def run(scored_dir: Path, out: Path, cfg: FilterConfig, overwrite: bool = False,
         summary_extra["dup_texts"] = str(data_dir)
     inputs = [scored_dir]
     parts = finished_parts(scored_dir, "score")
-    adaptive = str(read_manifest(scored_dir).get("summary", {}).get("depth", "")).startswith("adaptive")
+    adaptive = str(score_manifest.get("summary", {}).get("depth", "")).startswith("adaptive")
     with contextlib.ExitStack() as stack:
         reads = [data_dir, index_dir, dropped_out]
         w = stack.enter_context(StageWriter(out, "filter", asdict(cfg), inputs=inputs, overwrite=overwrite,

@@ -1,7 +1,7 @@
 """`relabel`: give every row a final label, and decide what happens to suspected false negatives, with provenance.
 
-A candidate is a *suspected false negative* when `filter` dropped it by a rule (not `not_sampled` or
-`too_few_negatives`) and its teacher score reaches the query's reference positive score (the `max` of its positives by
+A candidate is a *suspected false negative* when `filter` dropped it by a rule (not `not_sampled`,
+`too_few_negatives` or `not_scored`) and its teacher score reaches the query's reference positive score (the `max` of its positives by
 default: only candidates the teacher likes at least as much as every labeled positive) or an absolute `threshold`, or
 when `filter` found it a near-duplicate of a positive. A negative the filter kept is never a suspect: the filter's
 rules decide what is safe, relabel only decides what becomes of what they removed. `policy` says what to do with
@@ -56,7 +56,7 @@ def relabel_table(filtered: pa.Table, cfg: RelabelConfig) -> pa.Table:
     if cfg.threshold is not None:
         by_score = by_score | (s >= cfg.threshold).fill_null(False)
     by_rule = (pl.col("reason") == "near_duplicate_of_positive").fill_null(False)
-    ruled_out = ~pl.col("keep") & ~pl.col("reason").is_in(["not_sampled", "too_few_negatives"]).fill_null(False)
+    ruled_out = ~pl.col("keep") & ~pl.col("reason").is_in(["not_sampled", "too_few_negatives", "not_scored"]).fill_null(False)
     suspect = ~pl.col("is_positive") & ruled_out & (by_score | by_rule)
     order = pl.when(suspect).then(pl.struct((~by_rule).alias("r"), (-s).alias("s"))).otherwise(None)
     promoted = suspect & (order.rank("ordinal").over("query_id") <= cfg.max_promoted_per_query)

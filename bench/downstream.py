@@ -180,12 +180,23 @@ def train(model, rows: dict[str, list[list[str]]], ds: Dataset, args, seed: int)
     torch.manual_seed(seed)
     rng = random.Random(seed)
     qids = sorted(rows)
-    loss_fn = MultipleNegativesRankingLoss(model)
+    if getattr(args, "loss", "mnrl") == "gist":
+        # GISTEmbed: in-batch negatives the frozen base model scores above the pair's positive are masked (the
+        # batch's other positives are often relevant too: an NFCorpus document is relevant to ~30 train queries)
+        try:
+            from sentence_transformers.sentence_transformer.losses import GISTEmbedLoss
+        except ImportError:
+            from sentence_transformers.losses import GISTEmbedLoss
+        guide = load_model(args.max_seq_length)
+        guide.eval()
+        loss_fn = GISTEmbedLoss(model, guide)
+    else:
+        loss_fn = MultipleNegativesRankingLoss(model)
     decay = [p for n, p in model.named_parameters() if not any(k in n for k in ("bias", "LayerNorm"))]
     rest = [p for n, p in model.named_parameters() if any(k in n for k in ("bias", "LayerNorm"))]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": rest, "weight_decay": 0.0}],
                             lr=args.lr)
-    steps = args.steps
+    steps = steps_of(args, ds.name)
     warmup = max(1, round(steps * 0.1))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / warmup if s < warmup else max(0.0, (steps - s) / max(1, steps - warmup)))
@@ -208,6 +219,21 @@ def train(model, rows: dict[str, list[list[str]]], ds: Dataset, args, seed: int)
 
 
 # ---------------------------------------------------------------- training files (ids)
+
+
+def steps_of(args, dataset: str) -> int:
+    """Training steps of a data set: `--steps 80` for all, or `--steps nfcorpus=80 scifact=50` (a bare number is the
+    default of the data sets not named)."""
+    steps = args.steps if isinstance(args.steps, dict) else parse_steps([str(args.steps)])
+    return steps.get(dataset, steps.get("*", 30))
+
+
+def parse_steps(values: list[str]) -> dict[str, int]:
+    out = {}
+    for v in values:
+        name, _, n = v.rpartition("=")
+        out[name or "*"] = int(n)
+    return out
 
 
 def file_in_batch(ds: Dataset, args) -> dict:
@@ -283,6 +309,27 @@ def hidden_copy(ds: Dataset) -> Path:
     return data_dir
 
 
+def seed_index(run_dir: Path, cfg, ds: Dataset) -> None:
+    """A config whose [index] equals the default's starts from a copy of the default run's finished index: the stage
+    `hardneg run` would build (same config, same data, so `run` finds it up to date), without encoding the corpus
+    again. Mining time is not what this benchmark compares."""
+    import shutil
+
+    from hardneg.config import asdict
+    from hardneg.io.stagedir import SUCCESS, read_manifest
+
+    src, dst = ds.cache / "hardneg" / "default" / "index", run_dir / "index"
+    if dst.exists() or run_dir == src.parent or not (src / SUCCESS).exists():
+        return
+    if read_manifest(src).get("config") != asdict(cfg.index):
+        return
+    log(f"{ds.name}: {run_dir.name}: starting from a copy of the default run's index (same [index] config)")
+    tmp = dst.with_name("index.copying")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("_lock"))
+    tmp.rename(dst)
+
+
 def file_hardneg(row: str, ds: Dataset, args) -> dict:
     """`hardneg run DATA_DIR --out RUN --config FILE` unchanged; rows = its exported triplets, texts mapped to ids."""
     if not SCORE_REUSE:
@@ -295,8 +342,11 @@ def file_hardneg(row: str, ds: Dataset, args) -> dict:
 
     path = config_path(row.removeprefix("hardneg-"))
     data_dir = hidden_copy(ds)
+    cfg = load_pipeline(path)
+    run_dir = ds.cache / "hardneg" / path.stem
+    seed_index(run_dir, cfg, ds)
     # one run directory per config name: an edited config rebuilds only its changed stages and what follows
-    paths = run(data_dir, ds.cache / "hardneg" / path.stem, load_pipeline(path), overwrite=True, log=log)
+    paths = run(data_dir, run_dir, cfg, overwrite=True, log=log)
     if not str(paths["export"]).endswith(".parquet"):
         raise SystemExit(f"{path}: bench/downstream.py trains on a Parquet triplets export")
     table = pl.read_parquet(paths["export"])
@@ -431,8 +481,10 @@ def file_metrics(rows: dict, ds: Dataset, args) -> dict:
 
 
 def eval_path(row: str, seed, ds_cache: Path, args) -> tuple[Path, dict]:
-    settings = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
+    settings = {"steps": steps_of(args, ds_cache.name), "batch_size": args.batch_size, "lr": args.lr,
                 "max_seq_length": args.max_seq_length, "quick": args.quick}
+    if getattr(args, "loss", "mnrl") != "mnrl":
+        settings["loss"] = args.loss
     key = sha({"row": row, "seed": seed, "file": None if row == "base" else file_key(row), "settings": settings})
     return ds_cache / "evals" / f"{row}-seed{seed}-{key}.json", settings
 
@@ -515,7 +567,9 @@ def verdict(s: dict, base: dict | None) -> str:
 def markdown(doc: dict) -> str:
     runs, files, cfg = doc["runs"], doc["files"], doc["settings"]
     summary = summarize(runs, files)
-    lines = [(f"Fine-tune of all-MiniLM-L6-v2 with MultipleNegativesRankingLoss: {cfg['steps']} steps x batch "
+    steps = cfg["steps"] if isinstance(cfg["steps"], dict) else {"*": cfg["steps"]}
+    steps = ", ".join(f"{n} ({k})" if k != "*" else str(n) for k, n in sorted(steps.items()))
+    lines = [(f"Fine-tune of all-MiniLM-L6-v2 with MultipleNegativesRankingLoss: {steps} steps x batch "
              f"{cfg['batch_size']}, lr {cfg['lr']} (10% warm-up, linear decay), {cfg['max_seq_length']} tokens; "
              f"train split, one labeled positive per query (the rest hidden); test split over the full corpus. "
              f"Mean ± standard deviation over the seeds (n). FN = negatives relevant by the full train qrels; "
@@ -647,9 +701,12 @@ def main(argv=None):
     ap.add_argument("--rows", nargs="+", default=PRIORITY[:6],
                     help="rows in priority order; hardneg-NAME runs configs/NAME.toml or bench/configs/NAME.toml")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--steps", nargs="+", default=["30"],
+                    help="training steps: N for every data set, or NAME=N per data set (nfcorpus=80 scifact=50)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--loss", choices=["mnrl", "gist"], default="mnrl",
+                    help="mnrl: MultipleNegativesRankingLoss; gist: GISTEmbedLoss guided by the frozen base model")
     ap.add_argument("--max-seq-length", type=int, default=64, help="training and evaluation length")
     ap.add_argument("--order", choices=["row", "seed"], default="row",
                     help="row: every seed of a row before the next row (full seeds first); seed: every row at "
@@ -667,15 +724,17 @@ def main(argv=None):
     args = ap.parse_args(argv)
     # the command that reproduces the table (workers split --datasets; --report-only rewrites it from the cache)
     command = (f"python bench/downstream.py --data-root ../shared/data --rows {' '.join(args.rows)} --seeds "
-               f"{' '.join(map(str, args.seeds))} --steps {args.steps} --batch-size {args.batch_size} --lr {args.lr} "
-               f"--max-seq-length {args.max_seq_length}")
+               f"{' '.join(map(str, args.seeds))} --steps {' '.join(args.steps)} --batch-size {args.batch_size} --lr {args.lr} "
+               f"--max-seq-length {args.max_seq_length} --loss {args.loss}")
     if args.quick:
         command = "python bench/downstream.py --data-root ../shared/data --quick"
         args.datasets, args.rows, args.seeds, args.steps = ["scifact"], ["base", "in-batch", "random"], [0], 5
         args.out, args.cache = args.out / "quick", args.cache.with_name("downstream-quick")
         args.report_datasets = args.datasets
     readme = None if args.quick else ROOT / "bench" / "README.md"
-    settings = {k: v for k, v in vars(args).items() if k in ("steps", "batch_size", "lr", "max_seq_length", "quick")}
+    args.steps = parse_steps([str(x) for x in (args.steps if isinstance(args.steps, list) else [args.steps])])
+    settings = {k: v for k, v in vars(args).items()
+                if k in ("steps", "batch_size", "lr", "max_seq_length", "quick", "loss")}
     header = {"command": command, "argv": sys.argv[1:] if argv is None else argv,
               "settings": settings | {"protocol_seed": PROTOCOL_SEED, "miner_length": MINER_LENGTH}}
 

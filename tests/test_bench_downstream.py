@@ -126,3 +126,31 @@ def test_a_hardneg_row_trains_on_the_exported_triplets_of_the_config_run_as_ship
     # cached under a key of the config file's content
     key = downstream.file_key("hardneg-bm25-fast")
     assert (ds.cache / "files" / f"hardneg-bm25-fast-{key}.json").exists()
+
+
+def _flat(cfg) -> dict:
+    from hardneg.config import asdict
+
+    return {(section, key): value for section, table in asdict(cfg).items() if table
+            for key, value in table.items()}
+
+
+def test_the_default_variants_differ_from_the_shipped_default_only_in_their_named_knob():
+    """bench/configs/default-*.toml are 'the default, but ...': an edit of configs/default.toml that is not carried
+    over to them would make the downstream rows compare two things at once."""
+    from hardneg.config import load_pipeline
+
+    default = _flat(load_pipeline(ROOT / "configs" / "default.toml"))
+    allowed = {"default-simans": {("filter", "sampling"), ("filter", "simans_a"), ("filter", "simans_b"),
+                                  ("filter", "seed")},
+               "default-top100": {("mine", "top_k")}}
+    for name, knobs in allowed.items():
+        variant = _flat(load_pipeline(ROOT / "bench" / "configs" / f"{name}.toml"))
+        differ = {k for k in default if default[k] != variant[k]}
+        assert differ and differ <= knobs, (name, differ - knobs)
+
+
+def test_steps_per_data_set():
+    args = types.SimpleNamespace(steps=downstream.parse_steps(["40", "nfcorpus=80"]))
+    assert downstream.steps_of(args, "nfcorpus") == 80 and downstream.steps_of(args, "scifact") == 40
+    assert downstream.steps_of(types.SimpleNamespace(steps=5), "scifact") == 5

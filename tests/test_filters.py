@@ -29,7 +29,7 @@ DEEP = [("q", "p", None, True, 0.9)] + [("q", f"n{r}", r, False, s) for r, s in
 
 
 def test_rank_window_drops_outside_and_reports_it():
-    got = reasons(filter_table(scored(DEEP), FilterConfig(rules=["rank-window"], rank_min=2, rank_max=4,
+    got = reasons(filter_table(scored(DEEP), FilterConfig(rules=["rank-window"], rank_min=1, rank_max=4,
                                                           negatives_per_query=0)))
     assert got == {"p": None, "n1": "outside_rank_window", "n2": None, "n3": None, "n4": None,
                    "n5": "outside_rank_window", "n6": "outside_rank_window", "n7": "outside_rank_window"}

@@ -6,8 +6,9 @@ from conftest import invoke
 from hardneg import schemas
 from hardneg.config import FilterConfig, RelabelConfig
 from hardneg.errors import HardnegError
+from hardneg.io.data import normalize
 from hardneg.io.stagedir import read_manifest, read_stage
-from hardneg.stages.filter import near_duplicates, normalize
+from hardneg.stages.filter import near_duplicates
 from hardneg.stages.filter import filter_table as _filter_table
 from hardneg.stages.relabel import relabel_table
 from test_filter_relabel import scored

@@ -1,17 +1,22 @@
 """The filter rules' registry (hardneg.rules) is the one place a rule is written: the filter, the config, the CLI, the
-report, the drop reasons and docs/filters.md all read it."""
+report, the drop reasons and docs/filters.md all read it. And the one text normalization both mine and filter use."""
 
+import json
 import re
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
+from conftest import invoke
 from hardneg import report, rules, schemas
 from hardneg.cli import app
 from hardneg.config import FilterConfig, RelabelConfig, asdict, from_dict, validate
 from hardneg.errors import HardnegError
+from hardneg.io import data
+from hardneg.io.stagedir import StageWriter
 from hardneg.stages import filter as filter_stage
 from hardneg.stages.filter import filter_table
 from hardneg.stages.relabel import relabel_table
@@ -161,3 +166,52 @@ def test_the_rule_table_of_docs_filters_md_is_the_registry():
     assert table is not None, "docs/filters.md lost its generated rule table"
     assert table.group(1) == rules.markdown_table(), (
         "docs/filters.md's rule table differs from the registry: paste hardneg.rules.markdown_table() in")
+
+
+# -- one text normalization -----------------------------------------------------------------------------------------
+
+TRICKY = ["COVID-19", "COVID19", "covid 19", "well\u2011known", "well-known", "wellknown", "Café", "Cafe\u0301",
+          "cafe", "snake_case", "snakecase", "a\tb\nc\r\nd", "a b c d", "a\u00a0b", "ΟΔΟΣ", "Straße", "", "  ", "!?",
+          "co\u00adoperate", "ﬁne", "Ｆｕｌｌ"]
+
+
+def test_one_text_normalization_scalar_and_arrow_agree_on_tricky_strings():
+    vector = data.normalize_text(pa.array(TRICKY)).to_pylist()
+    assert [data.normalize(t) for t in TRICKY] == vector
+    assert data.normalize_by_id(dict(enumerate(TRICKY))) == dict(enumerate(vector))
+    norm = dict(zip(TRICKY, vector))
+    same = [("COVID-19", "COVID19"), ("well\u2011known", "well-known"), ("well-known", "wellknown"),
+            ("Café", "Cafe\u0301"), ("snake_case", "snakecase"), ("a\tb\nc\r\nd", "a b c d"),
+            ("co\u00adoperate", "cooperate"), ("ﬁne", "fine"), ("Ｆｕｌｌ", "full")]
+    for a, b in same:
+        assert data.normalize(a) == data.normalize(b), (a, b)
+    assert norm["Café"] != norm["cafe"]  # accents are kept
+    assert norm["COVID19"] != norm["covid 19"]  # a space is a word boundary, a hyphen is not
+    assert norm["a\u00a0b"] == "a b" and norm[""] == norm["  "] == norm["!?"] == ""
+
+
+def test_mine_and_filter_judge_the_same_texts_the_same(tmp_path):
+    """The index's text keys (mine's same_text_as_positive) and the filter's near-duplicate rule, run as stages,
+    agree on texts that differ only in case, punctuation, unicode hyphens and spacing."""
+    texts = {"pos": "COVID-19 vaccine: well\u2011known effects", "dup": "covid19 VACCINE — well-known\teffects!",
+             "other": "covid 19 vaccine, well known effects"}
+    src = tmp_path / "src"
+    (src / "qrels").mkdir(parents=True)
+    (src / "corpus.jsonl").write_text("".join(json.dumps({"_id": d, "title": "", "text": t}) + "\n"
+                                              for d, t in texts.items()))
+    (src / "queries.jsonl").write_text(json.dumps({"_id": "q", "text": "covid vaccine effects"}) + "\n")
+    (src / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq\tpos\t1\n")
+    invoke("import", src, "--out", tmp_path / "data")
+    corpus = data.load(tmp_path / "data")["corpus"]
+    keys = dict(zip(corpus["doc_id"].to_pylist(), data.text_keys(corpus).to_pylist()))
+    assert keys["pos"] == keys["dup"] != keys["other"]
+
+    rows = [("q", "pos", None, True, 0.9), ("q", "dup", 1, False, 0.1), ("q", "other", 2, False, 0.1)]
+    with StageWriter(tmp_path / "scored", "score", {"fake": True}) as w:
+        w.write_table("part-00000.parquet", scored(rows))
+        w.finish()
+    cfg = validate(FilterConfig(rules=["near-duplicate"], negatives_per_query=0))
+    filter_stage.run(tmp_path / "scored", tmp_path / "filtered", cfg, data_dir=tmp_path / "data")
+    out = pl.read_parquet(tmp_path / "filtered" / "part-00000.parquet")
+    assert dict(zip(out["doc_id"], out["reason"])) == {"pos": None, "dup": "near_duplicate_of_positive",
+                                                       "other": None}

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -117,10 +116,6 @@ def filter_table(scored: pa.Table, cfg: FilterConfig, duplicate=None) -> pa.Tabl
 
 
 # -- near-duplicates of positives ------------------------------------------------------------------------------
-
-def normalize(text: str) -> str:
-    return " ".join(re.sub(r"[\W_]+", " ", text.casefold()).split())
-
 
 class DocEmbeddings:
     """Normalized document embeddings, by doc_id: a dense index's cached `embeddings.npy`, or a model's encodings
@@ -267,7 +262,7 @@ def run(scored_dir: Path, out: Path, cfg: FilterConfig, overwrite: bool = False,
         corpus = data.load(data_dir)["corpus"]
         texts = data.document_texts(corpus)
         doc_text = dict(zip(corpus["doc_id"].to_pylist(), texts))
-        norm_text = {d: normalize(t) for d, t in doc_text.items()}
+        norm_text = data.normalize_by_id(doc_text)
         embeddings = None
         if cfg.dup_threshold is not None:
             from hardneg.retrievers.dense import text_digest

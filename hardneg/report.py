@@ -8,6 +8,7 @@ and the page. The page makes no network request: plots are embedded as base64 PN
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import json
 from pathlib import Path
@@ -16,15 +17,12 @@ import numpy as np
 import polars as pl
 
 from hardneg import __version__, schemas
+from hardneg.config import FilterConfig
 from hardneg.io.stagedir import read_manifest, read_stage, require_finished
 from hardneg.pipeline import LAYOUT
+from hardneg.rules import RULES
 from hardneg.stages.filter import positive_reference
 
-# rules whose threshold is a margin to the query's positive: drop if s - p > this (p = the query's positive score)
-MARGIN_RULES = {
-    "perc-pos": lambda cfg: -pl.col("_pos").abs() * (1 - cfg["ratio"]),
-    "margin-pos": lambda cfg: pl.lit(-cfg["margin"]),
-}
 POSITIVE, PROMOTED, FLAGGED, KEPT = "positive (qrels)", "promoted to positive", "flagged for a judge", "kept negative"
 
 
@@ -45,6 +43,13 @@ def _by_group(df: pl.DataFrame, column: str) -> dict[str, np.ndarray]:
     return {g: df.filter(pl.col("group") == g)[column].to_numpy() for g in order if g in set(df["group"])}
 
 
+def _rules(filter_cfg: dict) -> tuple[list, FilterConfig]:
+    """The registered rules a filter config (a manifest's) names, and the config as the FilterConfig they read."""
+    known = {f.name for f in dataclasses.fields(FilterConfig)}
+    cfg = FilterConfig(**{k: v for k, v in filter_cfg.items() if k in known})
+    return [RULES[r] for r in filter_cfg.get("rules", []) if r in RULES], cfg
+
+
 def figures(relabeled: pl.DataFrame, filter_cfg: dict, top: int = 20) -> dict:
     """Pure: the relabeled table and the filter's config -> the data of every figure and table of the report.
 
@@ -58,13 +63,13 @@ def figures(relabeled: pl.DataFrame, filter_cfg: dict, top: int = 20) -> dict:
     df = relabeled.filter(pl.col("teacher_score").is_not_null()).with_columns(_group().alias("group"))
     ref = positive_reference(df, filter_cfg.get("positive_reference", "min"), filter_cfg.get("positive_floor_rank", 0))
     cand = df.filter(~pl.col("is_positive")).join(ref, on="query_id", how="left").filter(pl.col("_pos").is_not_null())
-    rules = list(filter_cfg.get("rules", []))
-    # a rule's threshold on s - p is one number (margin-pos) or depends on the query's p (perc-pos): its range
-    # over the queries, a candidate right of `hi` is dropped whatever its query, one left of `lo` never
+    rules, cfg = _rules(filter_cfg)
+    # a rule's threshold on s - p (`Rule.margin`) is one number (margin-pos) or depends on the query's p (perc-pos):
+    # its range over the queries, a candidate right of `hi` is dropped whatever its query, one left of `lo` never
     thresholds = []
-    for rule in [r for r in rules if r in MARGIN_RULES and cand.height]:
-        t = cand.select(MARGIN_RULES[rule](filter_cfg).alias("t"))["t"]
-        thresholds.append({"rule": rule, "lo": float(t.min()), "hi": float(t.max()), "median": float(t.median())})
+    for rule in [r for r in rules if r.margin is not None and cand.height]:
+        t = cand.select(rule.margin(cfg).alias("t"))["t"]
+        thresholds.append({"rule": rule.name, "lo": float(t.min()), "hi": float(t.max()), "median": float(t.median())})
     kept = df.filter(pl.col("label") == "negative")
     per_query = df.select("query_id").unique().join(kept.group_by("query_id").len(), on="query_id", how="left")
     best = (df.filter(pl.col("is_positive")).sort(["teacher_score", "doc_id"], descending=[True, False])
@@ -90,8 +95,8 @@ def figures(relabeled: pl.DataFrame, filter_cfg: dict, top: int = 20) -> dict:
         "promoted_total": promoted.height,
         "promoted_margin": promoted["margin"].to_numpy(),
         "scores": _by_group(df, "teacher_score"),
-        "score_lines": {r: filter_cfg[k] for r, k in (("max-score", "max_score"), ("min-score", "min_score"))
-                        if r in rules and filter_cfg.get(k) is not None},
+        "score_lines": {r.name: r.score_threshold(cfg) for r in rules
+                        if r.score_threshold is not None and r.score_threshold(cfg) is not None},
         "positive_reference": filter_cfg.get("positive_reference", "min"),
         "margins": _by_group(cand.with_columns((pl.col("teacher_score") - pl.col("_pos")).alias("m")), "m"),
         "margin_thresholds": thresholds,
@@ -290,15 +295,9 @@ def _img(path: Path, alt: str) -> str:
 
 
 def _rule_text(cfg: dict) -> str:
-    parts = []
-    for rule in cfg.get("rules", []):
-        parts.append({
-            "perc-pos": f"perc-pos: drop if s > p − |p|·(1 − {cfg.get('ratio')})",
-            "margin-pos": f"margin-pos: drop if s > p − {cfg.get('margin')}",
-            "max-score": f"max-score: drop if s > {cfg.get('max_score')}",
-            "min-score": f"min-score: drop if s < {cfg.get('min_score')}",
-        }.get(rule, rule))
-    return "; ".join(parts)
+    """Each rule of a filter config with its values (a rule not registered here: its name)."""
+    _, filter_cfg = _rules(cfg)
+    return "; ".join(f"{r}: {RULES[r].text(filter_cfg)}" if r in RULES else r for r in cfg.get("rules", []))
 
 
 def _id(x, n: int = 24) -> str:

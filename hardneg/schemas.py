@@ -41,18 +41,27 @@ JUDGED = (FILTERED.append(pa.field("suspect", pa.bool_()))
 
 STAGE_SCHEMAS = {"mine": MINED, "score": SCORED, "filter": FILTERED, "judge": JUDGED, "relabel": RELABELED}
 
-# reasons a filter may give for dropping a candidate (null when kept)
-DROP_REASONS = (
-    "perc_pos",
-    "margin_pos",
-    "above_max_score",
-    "below_min_score",
-    "near_duplicate_of_positive",
-    "outside_rank_window",
-    "not_sampled",
+# reasons a filter may give for dropping a candidate (null when kept) besides its rules' (hardneg.rules)
+OTHER_DROP_REASONS = (
+    "not_sampled",  # beyond negatives_per_query
     "too_few_negatives",  # short_policy = drop: the query has fewer than negatives_per_query negatives
     "not_scored",  # score's adaptive depth stopped before this candidate's rank (hardneg.stages.score)
 )
+
+
+def drop_reasons() -> tuple[str, ...]:
+    """Every reason a filter may give for dropping a candidate: each registered rule's, then the others."""
+    from hardneg import rules
+
+    return rules.reasons() + OTHER_DROP_REASONS
+
+
+def __getattr__(name: str):
+    if name == "DROP_REASONS":  # computed on each use, so a rule registered at run time is in it
+        return drop_reasons()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 LABELS = ("positive", "negative", "dropped", "flagged")  # flagged: suspected false negative kept for a judge
 LABEL_SOURCES = ("qrels", "teacher", "rule", "llm")  # llm: decided by an LLM judge (hardneg judge)
 

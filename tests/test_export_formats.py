@@ -65,7 +65,7 @@ def test_every_shipped_config_runs_end_to_end(tmp_path, data_dir, config):
                     f"hardneg prepare-model {cfg.score.model}")
     cfg.mine.top_k = min(cfg.mine.top_k, 12)  # keep the test fast; everything else as shipped
     if cfg.filter.rank_max is not None:
-        cfg.filter.rank_min = min(cfg.filter.rank_min or 1, 2)
+        cfg.filter.rank_min = min(cfg.filter.rank_min or 0, 1)
         cfg.filter.rank_max = min(cfg.filter.rank_max, 8)
     paths = pipeline.run(data_dir, tmp_path / "run", cfg, log=lambda m: None)
     summary = summarize(tmp_path / "run")

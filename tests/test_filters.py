@@ -6,8 +6,9 @@ from conftest import invoke
 from hardneg import schemas
 from hardneg.config import FilterConfig, RelabelConfig
 from hardneg.errors import HardnegError
+from hardneg.io.data import normalize
 from hardneg.io.stagedir import read_manifest, read_stage
-from hardneg.stages.filter import near_duplicates, normalize
+from hardneg.stages.filter import near_duplicates
 from hardneg.stages.filter import filter_table as _filter_table
 from hardneg.stages.relabel import relabel_table
 from test_filter_relabel import scored
@@ -29,7 +30,7 @@ DEEP = [("q", "p", None, True, 0.9)] + [("q", f"n{r}", r, False, s) for r, s in
 
 
 def test_rank_window_drops_outside_and_reports_it():
-    got = reasons(filter_table(scored(DEEP), FilterConfig(rules=["rank-window"], rank_min=2, rank_max=4,
+    got = reasons(filter_table(scored(DEEP), FilterConfig(rules=["rank-window"], rank_min=1, rank_max=4,
                                                           negatives_per_query=0)))
     assert got == {"p": None, "n1": "outside_rank_window", "n2": None, "n3": None, "n4": None,
                    "n5": "outside_rank_window", "n6": "outside_rank_window", "n7": "outside_rank_window"}

@@ -5,9 +5,11 @@ from __future__ import annotations
 import enum
 import functools
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
+from typer.models import OptionInfo
 
 from hardneg.errors import AlreadyFinished, HardnegError
 
@@ -84,6 +86,19 @@ def command(name: str, help: str):
 def choice(name: str, values) -> type[enum.Enum]:
     """A str Enum for Typer built from one of the choice tuples in `hardneg.config` (no second list to keep in sync)."""
     return enum.Enum(name, {v: v for v in values}, type=str)
+
+
+class _LiveHelpOption(OptionInfo):
+    help = property(lambda self: self.live_help(), lambda self, value: None)
+
+
+def live_option(help: Callable[[], str], *args, **kwargs) -> OptionInfo:
+    """`typer.Option(*args, **kwargs)` whose help is `help()`, computed each time the app is built (every run, every
+    --help): it can list what a registry holds then, a rule registered after import included (hardneg.rules)."""
+    option = typer.Option(*args, **kwargs)
+    option.__class__ = _LiveHelpOption
+    option.live_help = help
+    return option
 
 
 def done(manifest: dict, out: Path) -> None:

@@ -2,23 +2,24 @@ from pathlib import Path
 
 import typer
 
-from hardneg.cli.app import OVERWRITE, SEED, SHARD, SIMANS_A, SIMANS_B, choice, command, done, execution
-from hardneg.config import DEFAULT_MODEL, FILTER_RULES, POSITIVE_REFERENCES, SAMPLING, SHORT_POLICIES
+from hardneg import rules as filter_rules
+from hardneg.cli.app import OVERWRITE, SEED, SHARD, SIMANS_A, SIMANS_B, choice, command, done, execution, live_option
+from hardneg.config import DEFAULT_MODEL, POSITIVE_REFERENCES, SAMPLING, SHORT_POLICIES
 
 
 @command("filter", "Drop likely false negatives with positive-aware teacher-score rules, recording why.")
 def filter_cmd(
     scored: Path = typer.Argument(..., help="Scored directory written by `hardneg score`."),
     out: Path = typer.Option(..., "--out", help="Filtered directory to write."),
-    rule: list[choice("Rule", FILTER_RULES)] = typer.Option(
-        ["perc-pos"], "--rule", help="Rule to apply (repeat for several)."
-    ),
-    ratio: float = typer.Option(0.95, "--ratio", help="perc-pos: drop if score > ratio x positive score."),
+    rule: list[str] = live_option(filter_rules.help_text, ["perc-pos"], "--rule", parser=filter_rules.parse,
+                                  metavar="RULE"),
+    ratio: float = typer.Option(0.95, "--ratio", help="perc-pos: drop if s > p − |p|(1 − ratio), s the candidate's "
+                                "teacher score, p its query's reference positive score."),
     margin: float = typer.Option(0.05, "--margin", help="margin-pos: drop if score > positive score - margin."),
     max_score: float = typer.Option(None, "--max-score", help="Drop if score > this (adds the max-score rule)."),
     min_score: float = typer.Option(None, "--min-score", help="Drop if score < this (adds the min-score rule)."),
-    rank_min: int = typer.Option(None, "--rank-min", help="Drop candidates ranked above this (adds rank-window)."),
-    rank_max: int = typer.Option(None, "--rank-max", help="Drop candidates ranked below this (adds rank-window)."),
+    rank_min: int = typer.Option(None, "--rank-min", help="Skip the N best-ranked candidates (adds rank-window)."),
+    rank_max: int = typer.Option(None, "--rank-max", help="Last rank kept (adds rank-window)."),
     dup_threshold: float = typer.Option(
         None, "--dup-threshold", help="Drop candidates whose cosine with a positive is >= this (adds near-duplicate)."
     ),
@@ -51,7 +52,7 @@ def filter_cmd(
     from hardneg.config import FilterConfig, validate
     from hardneg.stages import filter as filter_stage
 
-    rules = list(dict.fromkeys(r.value for r in rule))
+    rules = list(dict.fromkeys(rule))
     implied = (("max-score", max_score), ("min-score", min_score), ("rank-window", rank_min),
                ("rank-window", rank_max), ("near-duplicate", dup_threshold))
     rules += list(dict.fromkeys(r for r, v in implied if v is not None and r not in rules))

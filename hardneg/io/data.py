@@ -123,12 +123,28 @@ def text_hash(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
 
 
-def normalize_text(texts: pa.Array) -> pa.Array:
-    """Lower-case, drop punctuation and symbols, collapse whitespace: texts equal after this are the same text."""
-    x = pc.utf8_lower(texts)
-    x = pc.replace_substring_regex(x, r"[\p{P}\p{S}]+", "")
-    x = pc.replace_substring_regex(x, r"\s+", " ")
+def normalize_text(texts: pa.Array | pa.ChunkedArray | list[str]) -> pa.Array:
+    """The one text normalization of hardneg: texts equal after it are the same text (mine's `same_text_as_positive`
+    through `text_keys`, the filter's near-duplicate rule). Unicode NFKC, lower-case, punctuation, symbols and
+    invisible format characters dropped ("COVID-19" and "COVID19" are "covid19", "well‑known" is "wellknown",
+    "snake_case" is "snakecase"), runs of whitespace and control characters (tabs, newlines, no-break spaces) made
+    one space, trimmed. Accents are kept. Arrow kernels only; `normalize` is the same for one text."""
+    if isinstance(texts, list):
+        texts = pa.array(texts, pa.string())
+    x = pc.utf8_lower(pc.utf8_normalize(texts, "NFKC"))
+    x = pc.replace_substring_regex(x, r"[\p{P}\p{S}\p{Cf}]+", "")
+    x = pc.replace_substring_regex(x, r"[\p{Z}\p{Cc}]+", " ")
     return pc.utf8_trim_whitespace(x)
+
+
+def normalize(text: str) -> str:
+    """`normalize_text` of one text (about a millisecond: normalize many at once with `normalize_text`)."""
+    return normalize_text([text])[0].as_py()
+
+
+def normalize_by_id(texts: dict[str, str]) -> dict[str, str]:
+    """{id: text} -> {id: normalized text}, in one `normalize_text` call."""
+    return dict(zip(texts, normalize_text(list(texts.values())).to_pylist()))
 
 
 def text_keys(corpus: pa.Table, batch_rows: int = 65536) -> pa.Array:

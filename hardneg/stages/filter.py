@@ -1,17 +1,9 @@
 """`filter`: positive-aware rules decide which candidates are safe negatives; every dropped row keeps its reason.
 
 Rules compare a candidate's teacher score `s` with its query's reference positive score `p` (the min, mean or max of
-the query's positives' teacher scores; `min` by default, the safe choice):
-
-* `perc-pos`   (NV-Retriever TopK-PercPos): drop if s > p - |p| * (1 - ratio)   (= ratio * p for p > 0)
-* `margin-pos` (TopK-MarginPos):            drop if s > p - margin
-* `max-score`  (TopK-Abs):                  drop if s > max_score
-* `min-score`:                              drop if s < min_score   (too easy to teach anything)
-* `rank-window`:                            drop if rank < rank_min or rank > rank_max   (`outside_rank_window`)
-* `near-duplicate`:                         drop if the candidate's normalized text (casefolded, punctuation and
-                                            spacing collapsed) equals one of the query's positives', or, with
-                                            `dup_threshold`, its document-document cosine with one of them is
-                                            >= dup_threshold   (`near_duplicate_of_positive`)
+the query's positives' teacher scores; `min` by default, the safe choice), or look at its rank or text. The rules
+are defined in one place, the registry `hardneg.rules.RULES`: each rule's condition, the reason it records, its
+checks and its description (docs/filters.md's rule table is generated from it).
 
 With `positive_floor_rank = N`, a query whose reference positive scores below *every* one of the retriever's top N
 candidates (ranks 1..N) is compared against the weakest of those instead: the teacher disagrees with the label there
@@ -40,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from hardneg import schemas
+from hardneg import rules, schemas
 from hardneg.config import FilterConfig, asdict
 from hardneg.errors import HardnegError
 from hardneg.executor import LOCAL, Execution
@@ -57,14 +48,6 @@ from hardneg.io import data
 from hardneg.io.stagedir import StageWriter, finished_parts, part_paths, read_part, require_finished
 from hardneg.sampling import select
 
-REASONS = {
-    "perc-pos": "perc_pos",
-    "margin-pos": "margin_pos",
-    "max-score": "above_max_score",
-    "min-score": "below_min_score",
-    "rank-window": "outside_rank_window",
-    "near-duplicate": "near_duplicate_of_positive",
-}
 NOT_SCORED = "not_scored"  # see hardneg.stages.score: adaptive depth
 SHOWN_SHORT_QUERIES = 20  # ids of short queries listed in the manifest (all are counted)
 
@@ -83,26 +66,15 @@ def positive_reference(df: pl.DataFrame, how: str, floor_rank: int = 0) -> pl.Da
     return ref
 
 
-def _condition(rule: str, cfg: FilterConfig) -> pl.Expr:
-    s, p, rank = pl.col("teacher_score"), pl.col("_pos"), pl.col("rank")
-    return {
-        "perc-pos": lambda: s > p - p.abs() * (1 - cfg.ratio),
-        "margin-pos": lambda: s > p - cfg.margin,
-        "max-score": lambda: s > cfg.max_score,
-        "min-score": lambda: s < cfg.min_score,
-        "rank-window": lambda: ((rank < cfg.rank_min) if cfg.rank_min is not None else pl.lit(False))
-        | ((rank > cfg.rank_max) if cfg.rank_max is not None else pl.lit(False)),
-        "near-duplicate": lambda: pl.col("_dup"),
-    }[rule]().fill_null(False)
-
-
 def filter_table(scored: pa.Table, cfg: FilterConfig, duplicate=None) -> pa.Table:
     """Pure: scored rows -> the same rows, in the same order, with `keep` and `reason`.
 
     `duplicate` (one bool per row, see `near_duplicates`) is needed when the `near-duplicate` rule is on.
     """
+    active = [rules.lookup(r) for r in cfg.rules]
+    window = rules.RULES["rank-window"]
     df = pl.from_arrow(scored).with_row_index("_row")
-    if "near-duplicate" in cfg.rules:
+    if rules.RULES["near-duplicate"] in active:
         if duplicate is None:
             raise ValueError("the near-duplicate rule needs the `duplicate` mask")
         df = df.with_columns(pl.Series("_dup", duplicate, dtype=pl.Boolean))
@@ -110,8 +82,8 @@ def filter_table(scored: pa.Table, cfg: FilterConfig, duplicate=None) -> pa.Tabl
                  how="left").sort("_row")
     candidate = ~pl.col("is_positive")
     reason = pl.when(pl.col("is_positive")).then(pl.lit(None, dtype=pl.String))
-    for rule in cfg.rules:
-        reason = reason.when(_condition(rule, cfg)).then(pl.lit(REASONS[rule]))
+    for rule in active:
+        reason = reason.when(rule.condition(cfg).fill_null(False)).then(pl.lit(rule.reason))
     # a candidate `score` left unscored (adaptive depth: its query had its negatives from better ranks)
     reason = reason.when(pl.col("teacher_score").is_null()).then(pl.lit(NOT_SCORED))
     df = df.with_columns(reason.otherwise(pl.lit(None, dtype=pl.String)).alias("reason"))
@@ -124,8 +96,8 @@ def filter_table(scored: pa.Table, cfg: FilterConfig, duplicate=None) -> pa.Tabl
         )
         kept = (pl.col("reason").is_null() & candidate).sum().over("query_id")
         if cfg.short_policy == "pad":
-            others = [_condition(r, cfg) for r in cfg.rules if r != "rank-window"]
-            deeper = (candidate & (pl.col("reason") == "outside_rank_window") & (pl.col("rank") > cfg.rank_max)
+            others = [r.condition(cfg).fill_null(False) for r in active if r is not window]
+            deeper = (candidate & (pl.col("reason") == window.reason) & (pl.col("rank") > cfg.rank_max)
                       & pl.col("teacher_score").is_not_null())
             if others:
                 deeper = deeper & ~pl.any_horizontal(others)
@@ -144,10 +116,6 @@ def filter_table(scored: pa.Table, cfg: FilterConfig, duplicate=None) -> pa.Tabl
 
 
 # -- near-duplicates of positives ------------------------------------------------------------------------------
-
-def normalize(text: str) -> str:
-    return " ".join(re.sub(r"[\W_]+", " ", text.casefold()).split())
-
 
 class DocEmbeddings:
     """Normalized document embeddings, by doc_id: a dense index's cached `embeddings.npy`, or a model's encodings
@@ -294,7 +262,7 @@ def run(scored_dir: Path, out: Path, cfg: FilterConfig, overwrite: bool = False,
         corpus = data.load(data_dir)["corpus"]
         texts = data.document_texts(corpus)
         doc_text = dict(zip(corpus["doc_id"].to_pylist(), texts))
-        norm_text = {d: normalize(t) for d, t in doc_text.items()}
+        norm_text = data.normalize_by_id(doc_text)
         embeddings = None
         if cfg.dup_threshold is not None:
             from hardneg.retrievers.dense import text_digest

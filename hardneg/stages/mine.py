@@ -7,7 +7,7 @@ are in the same part.
 
 Candidate selection: only ranks in (range_min, range_max] are kept; `sample` of them per query by `top`, `random`
 or `simans` (around the retriever score of the query's best positive). A candidate whose normalized text
-(lower-cased, punctuation removed, whitespace collapsed) equals one of the query's positives is flagged
+(`hardneg.io.data.normalize_text`, as the filter's near-duplicate rule) equals one of the query's positives is flagged
 `same_text_as_positive`; flagged candidates in the window are kept and do not count towards `sample`.
 """
 

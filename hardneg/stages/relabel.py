@@ -43,6 +43,7 @@ from hardneg.config import JUDGE_POLICIES, RelabelConfig, asdict
 from hardneg.errors import HardnegError
 from hardneg.executor import LOCAL, Execution
 from hardneg.io.stagedir import StageWriter, finished_parts, part_paths, read_part, require_finished
+from hardneg.rules import RULES
 from hardneg.stages.filter import positive_reference
 
 
@@ -55,8 +56,8 @@ def relabel_table(filtered: pa.Table, cfg: RelabelConfig) -> pa.Table:
     by_score = (s >= pl.col("_pos")).fill_null(False)
     if cfg.threshold is not None:
         by_score = by_score | (s >= cfg.threshold).fill_null(False)
-    by_rule = (pl.col("reason") == "near_duplicate_of_positive").fill_null(False)
-    ruled_out = ~pl.col("keep") & ~pl.col("reason").is_in(["not_sampled", "too_few_negatives", "not_scored"]).fill_null(False)
+    by_rule = (pl.col("reason") == RULES["near-duplicate"].reason).fill_null(False)
+    ruled_out = ~pl.col("keep") & ~pl.col("reason").is_in(list(schemas.OTHER_DROP_REASONS)).fill_null(False)
     suspect = ~pl.col("is_positive") & ruled_out & (by_score | by_rule)
     order = pl.when(suspect).then(pl.struct((~by_rule).alias("r"), (-s).alias("s"))).otherwise(None)
     promoted = suspect & (order.rank("ordinal").over("query_id") <= cfg.max_promoted_per_query)

@@ -220,9 +220,9 @@ class PairScorer:
         """The filter's near-duplicate mask of the part's rows (it needs no teacher score)."""
         import numpy as np
 
-        from hardneg.stages.filter import near_duplicates, normalize
+        from hardneg.stages.filter import near_duplicates
 
-        norm = {d: normalize(self.doc_text[d]) for d in df["doc_id"].unique().to_list()}
+        norm = data.normalize_by_id({d: self.doc_text[d] for d in df["doc_id"].unique().to_list()})
         table = df.select("query_id", "doc_id", "is_positive").to_arrow()
         return np.asarray(near_duplicates(table, norm, self.depth_rules.dup_threshold, self.dup_embeddings), bool)
 

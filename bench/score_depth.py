@@ -29,19 +29,11 @@ sys.path.insert(0, str(HERE))
 from benchutil import fresh_workdir, timed  # noqa: E402
 from score_speed import small_beir  # noqa: E402
 
+from hardneg.config import toml_value  # noqa: E402
+
 STAGES = ["import", "index", "mine", "score", "filter", "relabel", "export"]
 DIRS = {"import": "data", "index": "index", "mine": "mined", "score": "scored", "filter": "filtered",
         "relabel": "relabeled"}
-
-
-def _toml_value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    return json.dumps(v)
 
 
 def with_overrides(config: Path, overrides: str, dst: Path) -> Path:
@@ -51,7 +43,7 @@ def with_overrides(config: Path, overrides: str, dst: Path) -> Path:
         path, value = item.split("=", 1)
         section, key = path.strip().split(".", 1)
         data.setdefault(section, {})[key] = tomllib.loads(f"v = {value.strip()}")["v"]
-    text = "".join(f"[{section}]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in table.items()) + "\n"
+    text = "".join(f"[{section}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in table.items()) + "\n"
                    for section, table in data.items())
     dst.write_text(text)
     return dst

@@ -3,7 +3,7 @@ import sys
 
 from conftest import invoke
 
-COMMANDS = ["import", "index", "mine", "score", "filter", "judge", "relabel", "export", "run", "summary", "report", "prepare-model"]
+COMMANDS = ["import", "index", "mine", "score", "filter", "judge", "relabel", "export", "run", "config", "summary", "report", "prepare-model"]
 
 
 def test_help_lists_every_command_with_a_description():

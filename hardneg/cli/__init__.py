@@ -11,6 +11,7 @@ from hardneg.cli import (  # noqa: F401  (registers the commands, in this order)
     relabel_cmd,
     export_cmd,
     run_cmd,
+    config_cmd,
     summary_cmd,
     report_cmd,
     prepare_model_cmd,

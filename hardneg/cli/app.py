@@ -47,18 +47,24 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
-def command(name: str, help: str):
-    """Register a command; a HardnegError it raises becomes `error: ...` on stderr and exit code 2.
+def command(name: str, help: str, group: typer.Typer | None = None):
+    """Register a command (on `app`, or on a sub-command `group`); a HardnegError it raises becomes `error: ...` on
+    stderr and exit code 2.
 
     So does an OSError (a full disk, a file that vanished or cannot be read): one line naming the file; the finished
-    parts of the stage stay, and rerunning the same command resumes from them.
+    parts of the stage stay, and rerunning the same command resumes from them. A parameter defaulting to
+    `options.CONFIG` or `options.EXECUTION` becomes the options generated for it (`hardneg.cli.options`).
     """
 
     def deco(fn):
-        @functools.wraps(fn)
+        from hardneg.cli.options import generate
+
+        call = generate(fn)
+
+        @functools.wraps(call)
         def wrapper(*args, **kwargs):
             try:
-                return fn(*args, **kwargs)
+                return call(*args, **kwargs)
             except AlreadyFinished as exc:  # a requeued shard of a finished stage
                 typer.echo(str(exc), err=True)
                 return None
@@ -77,7 +83,7 @@ def command(name: str, help: str):
                 typer.echo(f"error: {exc}", err=True)
                 raise typer.Exit(2) from None
 
-        app.command(name, help=help, short_help=help.split("\n")[0])(wrapper)
+        (group or app).command(name, help=help, short_help=help.split("\n")[0])(wrapper)
         return fn
 
     return deco
@@ -115,22 +121,10 @@ def done(manifest: dict, out: Path) -> None:
     typer.echo(f"wrote {out} ({manifest['stage']}: {rows} rows{''.join('; ' + s for s in skipped)})")
 
 
-# options shared by the commands that run a sentence-transformers model
+# options shared by the commands (a stage's config options are generated from its dataclass: hardneg.cli.options)
 OVERWRITE = typer.Option(False, "--overwrite", help="Replace a finished output (or an unfinished one of another config).")
-BATCH_SIZE = typer.Option(None, "--batch-size", help="Encoding/scoring batch size.")
-DEVICE = typer.Option(None, "--device", help="cpu, cuda, cuda:1, mps (default: the best available).")
-QUERY_PROMPT = typer.Option("", "--query-prompt", help="Prefix for queries, e.g. 'query: '.")
-DOC_PROMPT = typer.Option("", "--doc-prompt", help="Prefix for documents, e.g. 'passage: '.")
-ALLOW_DOWNLOAD = typer.Option(
-    False, "--allow-download", help="Let a model missing locally download from the Hugging Face hub."
-)
-BACKEND_HELP = ("Encoder runtime: torch, or onnxruntime on CPU: onnx (float32, same embeddings to ~1e-6) or "
-                "onnx-int8 (int8 matrix products: faster, approximate); onnx* need `pip install 'hardneg[onnx]'` "
-                "and export the model once into the model cache.")
-# sampling options shared by `mine` (inside the rank window) and `filter` (among the survivors)
-SEED = typer.Option(0, "--seed", help="Seed of random and simans sampling.")
-SIMANS_A = typer.Option(0.5, "--simans-a", help="SimANS weight exp(-a * (s - p - b)^2): a.")
-SIMANS_B = typer.Option(0.0, "--simans-b", help="SimANS weight exp(-a * (s - p - b)^2): b.")
+SET = typer.Option(None, "--set", help="Override a config key: section.key=value, the value in TOML (filter.ratio=0.9, "
+                   "index.retriever=bm25, 'filter.rules=[\"perc-pos\"]'); repeat for several.")
 
 # where and which units of a stage run (hardneg.executor)
 SHARD = typer.Option(

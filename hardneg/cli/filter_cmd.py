@@ -2,8 +2,9 @@ from pathlib import Path
 
 import typer
 
-from hardneg.cli.app import OVERWRITE, SEED, SHARD, SIMANS_A, SIMANS_B, choice, command, done, execution
-from hardneg.config import DEFAULT_MODEL, FILTER_RULES, POSITIVE_REFERENCES, SAMPLING, SHORT_POLICIES
+from hardneg.cli.app import (EXECUTOR, OVERWRITE, RAY_ACTORS, RAY_GPUS, SEED, SHARD, SIMANS_A, SIMANS_B, choice,
+                             command, done, execution)
+from hardneg.config import DEFAULT_MODEL, EXECUTORS, FILTER_RULES, POSITIVE_REFERENCES, SAMPLING, SHORT_POLICIES
 
 
 @command("filter", "Drop likely false negatives with positive-aware teacher-score rules, recording why.")
@@ -47,6 +48,9 @@ def filter_cmd(
     dropped_out: Path = typer.Option(None, "--dropped-out", help="Also write the dropped rows (with reasons) here."),
     overwrite: bool = OVERWRITE,
     shard: str = SHARD,
+    executor: choice("Executor", EXECUTORS) = EXECUTOR,
+    ray_actors: int = RAY_ACTORS,
+    ray_gpus_per_actor: float = RAY_GPUS,
 ):
     from hardneg.config import FilterConfig, validate
     from hardneg.stages import filter as filter_stage
@@ -62,7 +66,8 @@ def filter_cmd(
                        rank_max=rank_max, dup_threshold=dup_threshold, dup_model=dup_model,
                        short_policy=short_policy.value)
     manifest = filter_stage.run(scored, out, validate(cfg), overwrite, data_dir=data, index_dir=index,
-                                dropped_out=dropped_out, execution=execution(shard))
+                                dropped_out=dropped_out,
+                                execution=execution(shard, executor, ray_actors, ray_gpus_per_actor))
     done(manifest, out)
     s = manifest.get("summary", {})
     if s.get("queries_short"):

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import typer
 
-from hardneg.cli.app import OVERWRITE, SHARD, choice, command, done, execution
-from hardneg.config import POSITIVE_REFERENCES, RELABEL_POLICIES
+from hardneg.cli.app import EXECUTOR, OVERWRITE, RAY_ACTORS, SHARD, choice, command, done, execution
+from hardneg.config import EXECUTORS, POSITIVE_REFERENCES, RELABEL_POLICIES
 
 
 @command("relabel", "Label every row; promote, drop or flag suspected false negatives, with provenance.")
@@ -27,6 +27,8 @@ def relabel_cmd(
                                               help="rlhn: drop a query with more candidates judged relevant."),
     overwrite: bool = OVERWRITE,
     shard: str = SHARD,
+    executor: choice("Executor", EXECUTORS) = EXECUTOR,
+    ray_actors: int = RAY_ACTORS,  # no GPU option: relabel runs on CPUs
 ):
     from hardneg.config import RelabelConfig, validate
     from hardneg.stages import relabel
@@ -34,4 +36,4 @@ def relabel_cmd(
     cfg = RelabelConfig(promote=promote, positive_reference=positive_reference.value, threshold=threshold,
                         max_promoted_per_query=max_promoted_per_query, policy=policy.value,
                         max_flagged_per_query=max_flagged_per_query)
-    done(relabel.run(filtered, out, validate(cfg), overwrite, execution(shard)), out)
+    done(relabel.run(filtered, out, validate(cfg), overwrite, execution(shard, executor, ray_actors)), out)

@@ -6,31 +6,28 @@ SIGKILLs itself right after writing its N-th part.
 """
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import invoke
+from conftest import FAKE, hardneg_cmd, hardneg_env, invoke
 from hardneg import schemas
 from hardneg.errors import HardnegError
 from hardneg.io.stagedir import read_stage
 
-ROOT = Path(__file__).resolve().parent.parent
 KILLED = -signal.SIGKILL
 
 
 def hardneg(*args, kill_after: int | None = None, popen: bool = False):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = hardneg_env()
     env.pop("HARDNEG_TEST_KILL_AFTER_PARTS", None)
     env.pop("HARDNEG_DEBUG", None)
     if kill_after is not None:
         env["HARDNEG_TEST_KILL_AFTER_PARTS"] = str(kill_after)
-    cmd = [sys.executable, "-m", "hardneg", *map(str, args)]
+    cmd = [*hardneg_cmd(), *map(str, args)]
     if popen:
         return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
@@ -80,8 +77,9 @@ def mined4(tmp_path_factory, data_dir, index_dirs) -> Path:
 
 @pytest.fixture(scope="module")
 def scored4(mined4, data_dir) -> Path:
+    """mined4 scored by the fake teacher: these tests are about resuming, not about scores."""
     out = mined4.parent / "scored4"
-    invoke("score", mined4, "--data", data_dir, "--out", out)
+    invoke("score", mined4, "--data", data_dir, "--out", out, *FAKE, "--no-cache")
     return out
 
 
@@ -104,7 +102,7 @@ def test_score_killed_mid_stage_resumes_without_rescoring_finished_parts(tmp_pat
 
     model = tmp_path / "model"
     model.symlink_to(resolve("all-MiniLM-L6-v2"))
-    args = ("score", mined4, "--data", data_dir, "--teacher", model)
+    args = ("score", mined4, "--data", data_dir, "--teacher", model, *FAKE, "--no-cache")
     out = tmp_path / "scored"
     killed = hardneg(*args, "--out", out, kill_after=1)
     assert killed.returncode == KILLED and not (out / "_SUCCESS").exists()

@@ -244,12 +244,11 @@ class Yardstick:
     rank, from a dense index's cached corpus and query embeddings."""
 
     def __init__(self, index_dir: Path, truth: Truth, queries: dict[str, str]):
-        import pyarrow.parquet as pq
+        from hardneg.retrievers.dense import load_embeddings, load_query_embeddings
 
-        emb = np.load(index_dir / "dense" / "embeddings.npy")
-        doc_ids = pq.read_table(index_dir / "doc_ids.parquet")["doc_id"].to_pylist()
-        qtexts = pq.read_table(index_dir / "dense" / "queries.parquet")["text"].to_pylist()
-        qemb = np.load(index_dir / "dense" / "queries.npy")
+        doc_ids, emb, _ = load_embeddings(index_dir)
+        emb = np.array(emb)  # read whole, as before (the reader maps it)
+        qtexts, qemb = load_query_embeddings(index_dir)
         row = {t: i for i, t in enumerate(qtexts)}
         qids = truth.queries
         q = np.stack([qemb[row[queries[x]]] for x in qids])

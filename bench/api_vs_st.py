@@ -17,35 +17,25 @@ Writes bench/results/api_vs_st.json and prints a Markdown table.
 
 from __future__ import annotations
 
-import argparse
-import gzip
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchutil import beir_parser, positive_pairs, read_beir  # noqa: E402
 
 
 def read_pairs(data: Path, split: str) -> tuple[list[str], list[str], list[str]]:
-    """(anchors, positives, corpus texts) of a BEIR directory's qrels split."""
-    docs = {}
-    with gzip.open(data / "corpus.jsonl.gz", "rt") as fh:
-        for line in fh:
-            d = json.loads(line)
-            docs[d["_id"]] = f"{d.get('title') or ''} {d['text']}".strip()
-    with gzip.open(data / "queries.jsonl.gz", "rt") as fh:
-        queries = {q["_id"]: q["text"] for q in map(json.loads, fh)}
-    anchors, positives = [], []
-    for line in list(open(data / f"qrels.{split}.tsv"))[1:]:
-        q, d, rel = line.rstrip("\n").split("\t")
-        if int(rel) > 0:
-            anchors.append(queries[q])
-            positives.append(docs[d])
-    return anchors, positives, list(docs.values())
+    """(anchors, positives, corpus texts) of a BEIR directory's qrels split: a row per qrels row with relevance > 0."""
+    docs, queries, qrels = read_beir(data, split)
+    pairs = positive_pairs(qrels, 1)
+    return [queries[q] for q, _ in pairs], [docs[d] for _, d in pairs], list(docs.values())
 
 
 def measure(ds) -> dict:
@@ -81,9 +71,7 @@ def run_hardneg(ds, corpus, model_path, args) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", type=Path, required=True, help="BEIR directory (e.g. /work/shared/data/scifact)")
-    ap.add_argument("--split", default="train")
+    ap = beir_parser(__doc__.split("\n")[0], "train", "BEIR directory (e.g. /work/shared/data/scifact)")
     ap.add_argument("--num-negatives", type=int, default=3)
     ap.add_argument("--relative-margin", type=float, default=0.05)
     ap.add_argument("--batch-size", type=int, default=32)

@@ -50,7 +50,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench.protocol import hide_positives, ndcg_recall, read_beir
+from bench.benchutil import read_beir, write_beir
+from bench.protocol import hide_positives, ndcg_recall
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOCOL_SEED = 0
@@ -298,13 +299,7 @@ def hidden_copy(ds: Dataset) -> Path:
     data_dir = out / "data"
     if (data_dir / "_SUCCESS").exists():
         return data_dir
-    out.mkdir(parents=True, exist_ok=True)
-    for name in ("corpus.jsonl.gz", "corpus.jsonl", "queries.jsonl.gz", "queries.jsonl"):
-        if (ds.src / name).exists() and not (out / name).exists():
-            (out / name).symlink_to((ds.src / name).resolve())
-    (out / "qrels").mkdir(exist_ok=True)
-    lines = ["query-id\tcorpus-id\tscore"] + [f"{q}\t{d}\t1" for q, d in sorted(ds.labeled.items())]
-    (out / "qrels" / "train.tsv").write_text("\n".join(lines) + "\n")
+    write_beir(out, "train", sorted(ds.labeled.items()), src=ds.src)
     import_.run(out, data_dir, ImportConfig(split="train"), True)
     return data_dir
 

@@ -15,7 +15,6 @@ alone for Ray (its actors are not children of the command), so it is reported fo
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -25,8 +24,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from benchutil import fresh_workdir, timed  # noqa: E402
-from mining import subset  # noqa: E402
+from benchutil import NFCORPUS, beir_parser, data_slice, fresh_workdir, timed  # noqa: E402
 
 
 def digests(stage_dir: Path) -> dict[str, str]:
@@ -36,23 +34,17 @@ def digests(stage_dir: Path) -> dict[str, str]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, required=True, help="NFCorpus in BEIR layout, e.g. /work/shared/data/nfcorpus")
-    ap.add_argument("--split", default="test")
+    ap = beir_parser(__doc__, data_help=NFCORPUS, raw=True, slices=True)
     ap.add_argument("--top-k", type=int, default=50)
     ap.add_argument("--max-seq-length", type=int, default=128, help="both executors, index and teacher")
     ap.add_argument("--ray-actors", type=int, default=0, help="0 = one per CPU of the local Ray instance")
-    ap.add_argument("--max-queries", type=int, default=0, help="bench on a seeded slice: this many queries ...")
-    ap.add_argument("--max-docs", type=int, default=0, help="... their positives and other documents up to this many")
     ap.add_argument("--work", type=Path, default=None, help="scratch directory (default: a temporary one)")
     ap.add_argument("--json", type=Path, default=HERE / "results" / "executor.json")
     args = ap.parse_args()
 
     work = fresh_workdir(args.work, "hardneg-exec-")
     log = work / "log.txt"
-    src = args.data
-    if args.max_queries or args.max_docs:
-        src = subset(args.data, work / "src", args.split, args.max_queries or 10**9, args.max_docs or 10**9)
+    src = data_slice(args, work / "src")
     env_bin = str(Path(sys.executable).parent / "hardneg")
     hn = [env_bin] if Path(env_bin).exists() else [sys.executable, "-m", "hardneg"]
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -42,7 +42,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench.protocol import hide_positives, read_beir  # noqa: E402
+from bench.benchutil import read_beir, write_beir  # noqa: E402
+from bench.protocol import hide_positives  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 HARDNEG_CONFIGS = ["naive-dense", "naive-bm25", "default", "mpnet-teacher", "nv-retriever-percpos", "simans",
@@ -65,16 +66,8 @@ def shown(path: Path) -> str:
 
 def write_hidden_copy(src: Path, out: Path, split: str, labeled: dict, hidden: dict) -> Path:
     """BEIR copy: corpus and queries linked, qrels/<split>.tsv = labeled positives, hidden-qrels/<split>.tsv."""
-    out.mkdir(parents=True, exist_ok=True)
-    for name in ("corpus.jsonl.gz", "corpus.jsonl", "queries.jsonl.gz", "queries.jsonl"):
-        if (src / name).exists() and not (out / name).exists():
-            (out / name).symlink_to((src / name).resolve())
-    for sub, rows in (("qrels", [(q, d) for q, d in labeled.items()]),
-                      ("hidden-qrels", [(q, d) for q in hidden for d in sorted(hidden[q])])):
-        (out / sub).mkdir(exist_ok=True)
-        lines = ["query-id\tcorpus-id\tscore"] + [f"{q}\t{d}\t1" for q, d in rows]
-        (out / sub / f"{split}.tsv").write_text("\n".join(lines) + "\n")
-    return out
+    return write_beir(out, split, list(labeled.items()), src=src,
+                      extra_qrels={"hidden-qrels": [(q, d) for q in hidden for d in sorted(hidden[q])]})
 
 
 class Stages:
@@ -251,12 +244,11 @@ class Yardstick:
     rank, from a dense index's cached corpus and query embeddings."""
 
     def __init__(self, index_dir: Path, truth: Truth, queries: dict[str, str]):
-        import pyarrow.parquet as pq
+        from hardneg.retrievers.dense import load_embeddings, load_query_embeddings
 
-        emb = np.load(index_dir / "dense" / "embeddings.npy")
-        doc_ids = pq.read_table(index_dir / "doc_ids.parquet")["doc_id"].to_pylist()
-        qtexts = pq.read_table(index_dir / "dense" / "queries.parquet")["text"].to_pylist()
-        qemb = np.load(index_dir / "dense" / "queries.npy")
+        doc_ids, emb, _ = load_embeddings(index_dir)
+        emb = np.array(emb)  # read whole, as before (the reader maps it)
+        qtexts, qemb = load_query_embeddings(index_dir)
         row = {t: i for i, t in enumerate(qtexts)}
         qids = truth.queries
         q = np.stack([qemb[row[queries[x]]] for x in qids])

@@ -34,7 +34,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench.protocol import expand_duplicates, hide_positives, read_beir  # noqa: E402
+from bench.benchutil import read_beir, write_beir  # noqa: E402
+from bench.protocol import expand_duplicates, hide_positives  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 GRID = [round(0.05 * i, 2) for i in range(1, 20)]
@@ -43,14 +44,7 @@ DELTAS = [-0.1, -0.05, 0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5]
 
 def write_copy(src: Path, out: Path, split: str, labeled: dict[str, str]) -> Path:
     """BEIR copy whose qrels hold only the sampled queries' labeled positives (corpus and queries linked)."""
-    out.mkdir(parents=True, exist_ok=True)
-    for name in ("corpus.jsonl.gz", "corpus.jsonl", "queries.jsonl.gz", "queries.jsonl"):
-        if (src / name).exists() and not (out / name).exists():
-            (out / name).symlink_to((src / name).resolve())
-    (out / "qrels").mkdir(exist_ok=True)
-    lines = ["query-id\tcorpus-id\tscore"] + [f"{q}\t{d}\t1" for q, d in sorted(labeled.items())]
-    (out / "qrels" / f"{split}.tsv").write_text("\n".join(lines) + "\n")
-    return out
+    return write_beir(out, split, sorted(labeled.items()), src=src)
 
 
 def pr(called: list[bool], truth: list[bool]) -> dict:

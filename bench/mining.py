@@ -39,54 +39,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from benchutil import fresh_workdir, timed  # noqa: E402
-
-
-def read_beir(path: Path, split: str):
-    import gzip
-
-    def lines(name):
-        for cand in (path / name, path / f"{name}.gz"):
-            if cand.exists():
-                opener = gzip.open if cand.suffix == ".gz" else open
-                with opener(cand, "rt") as fh:
-                    yield from (json.loads(x) for x in fh if x.strip())
-                return
-
-    corpus = {d["_id"]: f"{d.get('title') or ''} {d['text']}".strip() for d in lines("corpus.jsonl")}
-    queries = {q["_id"]: q["text"] for q in lines("queries.jsonl")}
-    qrels_file = path / f"qrels.{split}.tsv" if (path / f"qrels.{split}.tsv").exists() else path / "qrels" / f"{split}.tsv"
-    pairs = []
-    with open(qrels_file) as fh:
-        next(fh)
-        for line in fh:
-            q, d, rel = line.rstrip("\n").split("\t")[:3]
-            if int(rel) >= 1 and q in queries and d in corpus:
-                pairs.append((q, d))
-    return corpus, queries, pairs
-
-
-def subset(src: Path, out: Path, split: str, max_queries: int, max_docs: int, seed: int = 0) -> Path:
-    """A seeded slice in BEIR layout: `max_queries` queries, all their positives, other documents up to `max_docs`."""
-    import random
-
-    corpus, queries, pairs = read_beir(src, split)
-    rng = random.Random(seed)
-    all_q = sorted({q for q, _ in pairs})
-    qids = sorted(rng.sample(all_q, min(max_queries, len(all_q))))
-    keep_pairs = [(q, d) for q, d in pairs if q in set(qids)]
-    docs = {d for _, d in keep_pairs}
-    others = sorted(set(corpus) - docs)
-    docs |= set(rng.sample(others, max(0, min(len(others), max_docs - len(docs)))))
-    (out / "qrels").mkdir(parents=True)
-    with open(out / "corpus.jsonl", "w") as fh:
-        fh.writelines(json.dumps({"_id": d, "title": "", "text": t}) + "\n" for d, t in corpus.items() if d in docs)
-    with open(out / "queries.jsonl", "w") as fh:
-        fh.writelines(json.dumps({"_id": q, "text": queries[q]}) + "\n" for q in qids)
-    with open(out / "qrels" / f"{split}.tsv", "w") as fh:
-        fh.write("query-id\tcorpus-id\tscore\n")
-        fh.writelines(f"{q}\t{d}\t1\n" for q, d in keep_pairs)
-    return out
+from benchutil import NFCORPUS, beir_parser, data_slice, fresh_workdir, read_beir_pairs, timed  # noqa: E402
 
 
 def side_st(args) -> None:
@@ -97,7 +50,7 @@ def side_st(args) -> None:
 
     from hardneg.models import resolve
 
-    corpus, queries, pairs = read_beir(args.data, args.split)
+    corpus, queries, pairs = read_beir_pairs(args.data, args.split)
     model = SentenceTransformer(resolve("all-MiniLM-L6-v2"), device="cpu")
     dataset = Dataset.from_dict({"query": [queries[q] for q, _ in pairs], "positive": [corpus[d] for _, d in pairs]})
     out = mine_hard_negatives(dataset, model, corpus=list(corpus.values()), range_max=args.top_k,
@@ -114,7 +67,7 @@ def side_bm25(args) -> None:
     from hardneg.config import IndexConfig
     from hardneg.registry import RETRIEVERS, lookup
 
-    corpus, queries, pairs = read_beir(args.data, args.split)
+    corpus, queries, pairs = read_beir_pairs(args.data, args.split)
     qids = sorted({q for q, _ in pairs})
     cls = lookup(RETRIEVERS, args.backend, "retriever")
     cfg = IndexConfig(retriever=args.backend)
@@ -147,7 +100,7 @@ def side_queries(args) -> None:
     from hardneg.config import IndexConfig
     from hardneg.retrievers.dense import encode, load_encoder
 
-    _, queries, pairs = read_beir(args.data, args.split)
+    _, queries, pairs = read_beir_pairs(args.data, args.split)
     texts = [queries[q] for q in sorted({q for q, _ in pairs})]
     for backend in args.backend.split(","):
         cfg = IndexConfig(retriever="dense", device="cpu", backend=backend, batch_size=args.batch_size)
@@ -165,7 +118,7 @@ def side_ceiling(args) -> None:
 
     from hardneg.models import load_sentence_transformer
 
-    corpus, queries, pairs = read_beir(args.data, args.split)
+    corpus, queries, pairs = read_beir_pairs(args.data, args.split)
     model = load_sentence_transformer("all-MiniLM-L6-v2", "cpu", None, False)
     c = model[0].auto_model.config
     h, inter, layers = c.hidden_size, c.intermediate_size, c.num_hidden_layers
@@ -230,15 +183,11 @@ def fidelity(work: Path, backend: str, top_k: int) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, required=True, help="NFCorpus in BEIR layout, e.g. /work/shared/data/nfcorpus")
-    ap.add_argument("--split", default="test")
+    ap = beir_parser(__doc__, data_help=NFCORPUS, raw=True, slices=True)
     ap.add_argument("--top-k", type=int, default=50)
     ap.add_argument("--batch-size", type=int, default=64, help="encoding batch size, both sides")
     ap.add_argument("--work", type=Path, default=None, help="scratch directory (default: a temporary one)")
     ap.add_argument("--json", type=Path, default=HERE / "results" / "mining.json")
-    ap.add_argument("--max-queries", type=int, default=0, help="bench on a seeded slice: this many queries ...")
-    ap.add_argument("--max-docs", type=int, default=0, help="... their positives and other documents up to this many")
     ap.add_argument("--backends", default="torch,onnx,onnx-int8",
                     help="hardneg encoder backends to time cold, comma-separated (torch is always run: the reference)")
     ap.add_argument("--side", choices=["st", "bm25", "export", "queries", "ceiling"], help=argparse.SUPPRESS)
@@ -261,8 +210,7 @@ def main() -> None:
     work = fresh_workdir(args.work, "hardneg-bench-")
     log = work / "bench.log"
     full_data = args.data
-    if args.max_queries or args.max_docs:
-        args.data = subset(args.data, work / "slice", args.split, args.max_queries or 10**9, args.max_docs or 10**9)
+    args.data = data_slice(args, work / "slice")
     backends = ["torch"] + [b for b in dict.fromkeys(args.backends.split(",")) if b and b != "torch"]
     os.environ["HARDNEG_MODELS"] = str(work / "models")  # a fresh model cache: the ONNX exports are timed here
     hn = [str(Path(sys.executable).with_name("hardneg"))]
@@ -338,7 +286,7 @@ def main() -> None:
          r["hardneg_mine_warm_torch"]["peak_rss_mib"], r["st_warm_cache_folder"]["wall_s"],
          r["st_warm_cache_folder"]["peak_rss_mib"], ratios["warm_vs_st_cache_folder"], "-"),
     ]
-    dense_corpus, dense_queries, dense_pairs = read_beir(args.data, args.split)
+    dense_corpus, dense_queries, dense_pairs = read_beir_pairs(args.data, args.split)
     r["dense_data"] = {"documents": len(dense_corpus), "queries": len({q for q, _ in dense_pairs}),
                        "pairs": len(dense_pairs), "slice": args.data != full_data}
     print(f"\ndense: {full_data.name} {args.split}{' seeded slice' if args.data != full_data else ''}, "

@@ -7,43 +7,8 @@ false negative. Everything here is plain Python over dicts of ids, tested in tes
 
 from __future__ import annotations
 
-import gzip
-import json
 import math
 import random
-from pathlib import Path
-
-
-def _open(path: Path):
-    return gzip.open(path, "rt") if str(path).endswith(".gz") else open(path)
-
-
-def _find(src: Path, names: list[str]) -> Path:
-    for name in names:
-        if (src / name).exists():
-            return src / name
-    raise SystemExit(f"{src}: none of {', '.join(names)} found; pass a BEIR directory")
-
-
-def read_beir(src: Path, split: str):
-    """(corpus {doc_id: "title text"}, queries {query_id: text}, qrels {query_id: {doc_id: relevance}})."""
-    src = Path(src)
-    corpus, queries, qrels = {}, {}, {}
-    with _open(_find(src, ["corpus.jsonl.gz", "corpus.jsonl"])) as fh:
-        for line in fh:
-            d = json.loads(line)
-            corpus[str(d["_id"])] = f"{d.get('title') or ''} {d['text']}".strip()
-    with _open(_find(src, ["queries.jsonl.gz", "queries.jsonl"])) as fh:
-        for line in fh:
-            q = json.loads(line)
-            queries[str(q["_id"])] = q["text"]
-    with _open(_find(src, [f"qrels/{split}.tsv", f"qrels.{split}.tsv"])) as fh:
-        for n, line in enumerate(fh):
-            fields = line.rstrip("\n").split("\t")
-            if n == 0 and not fields[-1].lstrip("-").isdigit():
-                continue  # header
-            qrels.setdefault(fields[0], {})[fields[-2]] = int(fields[-1])
-    return corpus, queries, qrels
 
 
 def hide_positives(qrels: dict[str, dict[str, int]], seed: int, min_relevant: int = 2):

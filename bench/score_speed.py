@@ -15,50 +15,33 @@ with a warm score cache. Prints a Markdown table and writes bench/results/score_
 
 from __future__ import annotations
 
-import argparse
-import gzip
 import json
 import os
 import platform
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchutil import beir_parser, read_beir, write_beir  # noqa: E402
 
 
 def small_beir(src: Path, dst: Path, n_queries: int, split: str) -> None:
-    """A BEIR directory with the full corpus and the first n queries (by qrels order) of `split`
-    (`qrels/<split>.tsv` or `qrels.<split>.tsv`; queries and corpus plain or gzipped JSONL)."""
-    qrels = next(p for p in (src / "qrels" / f"{split}.tsv", src / f"qrels.{split}.tsv") if p.exists())
-    lines = qrels.read_text().splitlines()
-    keep: list[str] = []
-    rows = [lines[0]]
-    for line in lines[1:]:
-        q = line.split("\t")[0]
-        if q not in keep:
-            if len(keep) == n_queries:
-                continue
-            keep.append(q)
-        rows.append(line)
-    (dst / "qrels").mkdir(parents=True)
-    (dst / "qrels" / f"{split}.tsv").write_text("\n".join(rows) + "\n")
-    wanted = set(keep)
-    queries = next(p for p in src.iterdir() if p.name.startswith("queries.jsonl"))
-    opener = gzip.open if queries.name.endswith(".gz") else open
-    with opener(queries, "rt") as fh, open(dst / "queries.jsonl", "w") as out:
-        out.writelines(line for line in fh if json.loads(line)["_id"] in wanted)
-    corpus = next(p for p in src.iterdir() if p.name.startswith("corpus.jsonl"))
-    os.symlink(corpus.resolve(), dst / corpus.name)
+    """A BEIR directory with the full corpus (linked) and the first n queries (by qrels order) of `split`, with
+    every qrels row of theirs."""
+    _, queries, qrels = read_beir(src, split)
+    keep = list(qrels)[:n_queries]
+    write_beir(dst, split, [(q, d, r) for q in keep for d, r in qrels[q].items()], src=src,
+               queries={q: t for q, t in queries.items() if q in set(keep)})
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", type=Path, required=True, help="BEIR directory, e.g. /work/shared/data/nfcorpus")
-    ap.add_argument("--split", default="test")
+    ap = beir_parser(__doc__.split("\n\n")[0])
     ap.add_argument("--queries", type=int, default=60)
     ap.add_argument("--top-k", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=32)

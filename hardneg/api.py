@@ -46,17 +46,18 @@ def _input_table(dataset, split: str):
 
 def _write_digest_named(table, folder: Path, stem: str) -> Path:
     """Write `table` as Parquet named by its content digest (so a changed input is a changed import config)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from hardneg.io.stagedir import atomic_write_bytes
+
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{stem}.tmp.parquet"
-    pq.write_table(table, tmp)
-    digest = hashlib.sha256(tmp.read_bytes()).hexdigest()[:16]
-    path = folder / f"{stem}-{digest}.parquet"
-    if path.exists():
-        tmp.unlink()
-    else:
-        tmp.replace(path)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    data = sink.getvalue().to_pybytes()
+    path = folder / f"{stem}-{hashlib.sha256(data).hexdigest()[:16]}.parquet"
+    if not path.exists():
+        atomic_write_bytes(path, data)
     return path
 
 
@@ -111,12 +112,15 @@ def build_config(config=None, *, model=None, teacher=None, cross_encoder=None, n
         cfg.score.model, cfg.score.teacher_kind = teacher, "bi-encoder"
     if cross_encoder is not None:
         cfg.score.model, cfg.score.teacher_kind = cross_encoder, "cross-encoder"
-    if retriever is not None:
-        cfg.index.retriever = retriever
-    if num_negatives is not None:
-        cfg.filter.negatives_per_query = num_negatives
-    if range_min is not None:
-        cfg.mine.range_min = range_min
+    # keywords that set one field each, when given
+    for value, section, name in (
+        (retriever, cfg.index, "retriever"), (num_negatives, cfg.filter, "negatives_per_query"),
+        (range_min, cfg.mine, "range_min"), (sampling_strategy, cfg.filter, "sampling"),
+        (output_scores, cfg.export, "scores"), (pairing, cfg.export, "pairing"),
+        (max_rows_per_query, cfg.export, "max_rows_per_query"), (with_ids, cfg.export, "with_ids"),
+    ):
+        if value is not None:
+            setattr(section, name, value)
     if range_max is not None:
         cfg.mine.top_k, cfg.mine.range_max = range_max, 0
     rules = []
@@ -135,29 +139,13 @@ def build_config(config=None, *, model=None, teacher=None, cross_encoder=None, n
     if rules:  # as in sentence-transformers: the rules asked for, no others (exact duplicates are still dropped)
         cfg.filter.rules = ["near-duplicate"] + rules
         cfg.filter.positive_reference = "min"
-    if sampling_strategy is not None:
-        cfg.filter.sampling = sampling_strategy
     if output_format is not None:
         cfg.export.format = OUTPUT_FORMATS.get(output_format, output_format)
-    if output_scores is not None:
-        cfg.export.scores = output_scores
-    if pairing is not None:
-        cfg.export.pairing = pairing
-    if max_rows_per_query is not None:
-        cfg.export.max_rows_per_query = max_rows_per_query
-    if with_ids is not None:
-        cfg.export.with_ids = with_ids
     for section in (cfg.index, cfg.score):
-        if query_prompt is not None:
-            section.query_prompt = query_prompt
-        if corpus_prompt is not None:
-            section.doc_prompt = corpus_prompt
-        if batch_size is not None:
-            section.batch_size = batch_size
-        if device is not None:
-            section.device = device
-        if allow_download is not None:
-            section.allow_download = allow_download
+        for value, name in ((query_prompt, "query_prompt"), (corpus_prompt, "doc_prompt"), (batch_size, "batch_size"),
+                            (device, "device"), (allow_download, "allow_download")):
+            if value is not None:
+                setattr(section, name, value)
     if seed is not None:
         cfg.filter.seed = cfg.mine.seed = seed
     for f in dataclasses.fields(cfg):

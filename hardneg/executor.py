@@ -75,12 +75,14 @@ def parse_shard(text: str | None) -> tuple[int, int]:
 
 
 def run_units(units: list[Unit], worker: type, spec: dict, out: Path, save: Save, execution: Execution,
-              done: Callable[[str], bool], desc: str, record: Callable[[str, int], None] | None = None) -> dict:
+              done: Callable[[str], bool], desc: str, record: Callable[[str, int, dict], None] | None = None) -> dict:
     """Compute this shard's units whose file `done(name)` does not report written; return the summed statistics.
 
     `worker(**spec)` builds a worker; `worker(payload)` returns `(result, stats)`, `save(out / name, result)` writes it.
-    `record(name, rows)` is told of every file written (the stage's part list). Paths in `spec` and payloads must be
-    absolute: Ray actors may run in another directory, or on another node that mounts the same filesystem."""
+    `record(name, rows, stats)` is told of every file written and its unit's statistics (the stage's part list, and
+    what its summary adds up: `StageWriter.record`, `StageWriter.unit_totals`). Paths in `spec` and payloads must be
+    absolute: Ray actors may run in another directory, or on another node that mounts the same filesystem. A worker
+    class with `cpu_only = True` gets no GPU on Ray unless --ray-gpus-per-actor asks for one."""
     todo = [(name, payload) for n, (name, payload) in enumerate(units) if execution.owns(n) and not done(name)]
     if not todo:
         return {}
@@ -92,14 +94,21 @@ def run_units(units: list[Unit], worker: type, spec: dict, out: Path, save: Save
         result, s = w(payload)
         rows = save(Path(out) / name, result)
         if record is not None:
-            record(name, rows)
+            record(name, rows, s or {})
         add_stats(stats, s)
     return stats
 
 
 def add_stats(total: dict, more: dict) -> dict:
+    """Add the statistics `more` into `total`: numbers are summed, dicts (counts by key) added key by key, lists
+    concatenated. Returns `total`."""
     for k, v in (more or {}).items():
-        total[k] = total.get(k, 0) + v
+        if isinstance(v, dict):
+            add_stats(total.setdefault(k, {}), v)
+        elif isinstance(v, list):
+            total[k] = total.get(k, []) + v
+        else:
+            total[k] = total.get(k, 0) + v
     return total
 
 
@@ -183,11 +192,12 @@ def ray_init():
     return ray
 
 
-def _pool(ray, execution: Execution, spec: dict, n_units: int) -> tuple[int, float, float]:
+def _pool(ray, execution: Execution, worker: type, spec: dict, n_units: int) -> tuple[int, float, float]:
     """(actors, cpus, gpus per actor) for this cluster."""
     resources = ray.cluster_resources()
     cfg = spec.get("cfg")
-    cpu_only = str(getattr(cfg, "device", None) or "").startswith("cpu") or getattr(cfg, "backend", "torch") != "torch"
+    cpu_only = (getattr(worker, "cpu_only", False) or str(getattr(cfg, "device", None) or "").startswith("cpu")
+                or getattr(cfg, "backend", "torch") != "torch")
     gpus = execution.ray_gpus_per_actor
     if gpus is None:
         gpus = 1.0 if resources.get("GPU", 0) >= 1 and not cpu_only else 0.0
@@ -206,7 +216,7 @@ def _run_ray(todo: list[Unit], worker: type, spec: dict, out: Path, save: Save, 
     import json
 
     ray = ray_init()
-    actors, cpus, gpus = _pool(ray, execution, spec, len(todo))
+    actors, cpus, gpus = _pool(ray, execution, worker, spec, len(todo))
     items = [{"name": name, "payload": _box(payload)} for name, payload in todo]
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     actor_args = {"worker": worker, "spec": spec, "out": str(Path(out).absolute()), "save": save}
@@ -217,8 +227,9 @@ def _run_ray(todo: list[Unit], worker: type, spec: dict, out: Path, save: Save, 
         for row in ds.iter_rows():
             if row["error"]:
                 raise HardnegError(row["error"])
+            unit_stats = json.loads(row["stats"])
             if record is not None:
-                record(row["name"], int(row["rows"]))
-            add_stats(stats, json.loads(row["stats"]))
+                record(row["name"], int(row["rows"]), unit_stats)
+            add_stats(stats, unit_stats)
             bar.update(1)
     return stats

@@ -13,6 +13,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from hardneg import onnx_backend
+from hardneg.config import check_backend
 from hardneg.errors import HardnegError
 
 # names -> (python package that ships the model, folder inside it)
@@ -225,14 +227,7 @@ def load_sentence_transformer(name: str, device: str | None, max_seq_length: int
     """A SentenceTransformer for `name`; `backend` onnx / onnx-int8 runs its transformer with onnxruntime on CPU
     (exported once into the model cache, see hardneg.onnx_backend)."""
     if backend != "torch":
-        from hardneg import onnx_backend
-
-        onnx_backend.require(backend)
-        if device not in (None, "cpu"):
-            raise HardnegError(f"--backend {backend} runs on CPU (got --device {device}); use --backend torch on "
-                               f"{device}")
-        if dtype not in (None, "auto", "float32"):
-            raise HardnegError(f"--backend {backend} runs in float32 (got --dtype {dtype}); drop --dtype")
+        check_backend(backend, device, dtype, f"model {name!r}")
         device = "cpu"
     target = resolve(name, allow_download)
     from sentence_transformers import SentenceTransformer
@@ -246,7 +241,7 @@ def load_sentence_transformer(name: str, device: str | None, max_seq_length: int
         model.max_seq_length = max_seq_length
     set_dtype(model, model.device, dtype, name)
     if backend != "torch":
-        onnx_backend.attach(model, backend, name)
+        onnx_backend.attach(model, backend, name, model_cache_dir())
     return model
 
 

@@ -1,9 +1,9 @@
 """ONNX Runtime encoder backend (`--backend onnx | onnx-int8`) for sentence-transformers models.
 
 The transformer of a sentence-transformers model (its first module) is exported once to ONNX with torch's exporter
-and cached in `model_cache_dir()/onnx/<digest of its weights>/`; onnxruntime then runs that graph in place of the
-torch forward pass inside the same `SentenceTransformer`, so tokenization, length-sorted batching, pooling and
-normalization stay sentence-transformers' own. Backends:
+and cached in `model_cache_dir()/onnx/<digest of its weights>/` (hardneg.models passes the folder); onnxruntime then
+runs that graph in place of the torch forward pass inside the same `SentenceTransformer`, so tokenization,
+length-sorted batching, pooling and normalization stay sentence-transformers' own. Backends:
 
 * `onnx`: the float32 graph; embeddings within ~1e-6 of torch (rounding of a different kernel library);
 * `onnx-int8`: its matrix multiplications quantized to int8 (dynamic activations, per-channel weights in a 7-bit
@@ -132,15 +132,14 @@ def _quantize(src: Path, dest: Path) -> None:
             logging.disable(logging.NOTSET)
 
 
-def graph_path(model, backend: str, name: str, cache_root: Path | None = None) -> Path:
-    """The cached ONNX graph of `model` for `backend`, exported (and quantized) once if missing."""
+def graph_path(model, backend: str, name: str, cache_root: Path) -> Path:
+    """The cached ONNX graph of `model` for `backend` in `cache_root` (`hardneg.models.model_cache_dir()`), exported
+    (and quantized) once if missing."""
     global exports
     import torch
 
-    from hardneg.models import model_cache_dir
-
     names = _input_names(model)
-    folder = (Path(cache_root) if cache_root else model_cache_dir()) / "onnx" / digest(model, names)
+    folder = Path(cache_root) / "onnx" / digest(model, names)
     target = folder / FILES[backend]
     if target.exists():
         return target
@@ -170,9 +169,10 @@ def graph_path(model, backend: str, name: str, cache_root: Path | None = None) -
     return target
 
 
-def attach(model, backend: str, name: str, cache_root: Path | None = None) -> None:
-    """Make `model` (a SentenceTransformer on CPU) run its transformer with onnxruntime, in place; the caller has
-    checked `require(backend)` (hardneg.models.load_sentence_transformer does, before loading the model)."""
+def attach(model, backend: str, name: str, cache_root: Path) -> None:
+    """Make `model` (a SentenceTransformer on CPU) run its transformer with onnxruntime, in place, its graph cached in
+    `cache_root`; the caller has checked `require(backend)` (hardneg.models.load_sentence_transformer does, through
+    hardneg.config.check_backend, before loading the model)."""
     import onnxruntime as ort
     import torch
 

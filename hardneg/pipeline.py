@@ -52,7 +52,7 @@ def _state(out: Path, config: dict, inputs: list[Path], manifest_path: Path, cha
 
 def run(src: Path, out: Path, cfg: PipelineConfig, overwrite: bool = False, log=print,
         execution: Execution = LOCAL) -> dict[str, Path]:
-    """`execution` (its executor; never a shard) runs the units of index, mine and score."""
+    """`execution` (its executor; never a shard) runs the units of index, mine, score, filter and relabel."""
     out = Path(out)
     src = Path(src)
     paths = {stage: out / name for stage, name in LAYOUT.items()}
@@ -86,11 +86,12 @@ def _run(src: Path, out: Path, cfg: PipelineConfig, overwrite: bool, log, execut
                                               run_dir=out, filter_cfg=cfg.filter, relabel_cfg=cfg.relabel),
          lambda: score.recorded_config(cfg.score, cfg.filter, cfg.relabel, paths["mine"], data),
          [paths["mine"], data]),
-        ("filter", lambda o, ow: filter.run(paths["score"], o, cfg.filter, ow), cfg.filter, [paths["score"]]),
+        ("filter", lambda o, ow: filter.run(paths["score"], o, cfg.filter, ow, execution=execution), cfg.filter,
+         [paths["score"]]),
         # with a [judge] section, the LLM judges read the filter's suspects and relabel reads their verdicts
         *([("judge", lambda o, ow: judge.run(paths["filter"], data, o, cfg.judge, ow, log=log, run_dir=out), cfg.judge,
             [paths["filter"], data])] if cfg.judge is not None else []),
-        ("relabel", lambda o, ow: relabel.run(labels_in, o, cfg.relabel, ow), cfg.relabel, [labels_in]),
+        ("relabel", lambda o, ow: relabel.run(labels_in, o, cfg.relabel, ow, execution), cfg.relabel, [labels_in]),
         ("export", lambda o, ow: export.run(paths["relabel"], data, o, cfg.export, ow), cfg.export,
          [paths["relabel"], data]),
     ]

@@ -12,6 +12,14 @@ RETRIEVERS = {
     "dense": "hardneg.retrievers.dense:Dense",
     "hybrid": "hardneg.retrievers.hybrid:Hybrid",
 }
+DENSE_RETRIEVERS = ("dense", "hybrid")  # the retrievers whose index holds dense embeddings (hardneg.retrievers.dense)
+
+
+def uses_dense(retriever: str) -> bool:
+    """Whether an index of `retriever` encodes the corpus with a sentence-transformers model."""
+    return retriever in DENSE_RETRIEVERS
+
+
 TEACHERS = {
     "bi-encoder": "hardneg.teachers.bi_encoder:BiEncoderTeacher",
     "cross-encoder": "hardneg.teachers.cross_encoder:CrossEncoderTeacher",
@@ -20,6 +28,12 @@ JUDGES = {  # hardneg.judges: one protocol, judge(conversations) -> P(yes) per c
     "transformers": "hardneg.judges.transformers:TransformersJudge",
     "openai": "hardneg.judges.openai:OpenAIJudge",
 }
+
+
+def register(registry: dict[str, str], name: str, target: str) -> None:
+    """Add (or replace) an implementation: `target` is "module:attribute", imported on first use. A registered
+    teacher kind is a valid `teacher_kind` (hardneg.config), as long as the process that runs it registered it too."""
+    registry[name] = target
 
 
 def lookup(registry: dict[str, str], name: str, what: str):

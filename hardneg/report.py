@@ -1,130 +1,41 @@
 """`hardneg report`: one self-contained HTML page (plus its plots as PNGs) showing what the filter did to a run.
 
-`figures()` computes every figure's data from the relabeled table (pure); `collect()` reads a run directory into it,
-joins texts for the suspected false negatives and gathers the manifests; `write()` renders the plots with matplotlib
-and the page. The page makes no network request: plots are embedded as base64 PNG, CSS is inline, no script.
+`figures()` (hardneg.figures) computes every figure's data from the relabeled table (pure); `collect()` reads a run
+directory into it, joins texts for the suspected false negatives and gathers the manifests; `write()` renders the
+plots with matplotlib and the page. The page makes no network request: plots are embedded as base64 PNG, CSS is inline, no script.
 """
 
 from __future__ import annotations
 
 import base64
-import dataclasses
 import html
 import json
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 
 from hardneg import __version__, schemas
-from hardneg.config import FilterConfig
-from hardneg.io.stagedir import read_manifest, read_stage, require_finished
+from hardneg.figures import FLAGGED, KEPT, POSITIVE, PROMOTED, figures, rules_of
+from hardneg.io.data import document_texts
+from hardneg.io.stagedir import atomic_write_bytes, input_dir, read_manifest, read_stage, require_finished
 from hardneg.pipeline import LAYOUT
 from hardneg.rules import RULES
-from hardneg.stages.filter import positive_reference
-
-POSITIVE, PROMOTED, FLAGGED, KEPT = "positive (qrels)", "promoted to positive", "flagged for a judge", "kept negative"
-
-
-def _group() -> pl.Expr:
-    """Each row's group in the plots: labeled positive, promoted, flagged, kept negative, or `dropped: <reason>`
-    (`dropped: relabel_suspect` for a candidate the filter kept but relabel dropped as a suspect)."""
-    return (
-        pl.when(pl.col("is_positive")).then(pl.lit(POSITIVE))
-        .when(pl.col("label") == "positive").then(pl.lit(PROMOTED))
-        .when(pl.col("label") == "flagged").then(pl.lit(FLAGGED))
-        .when(pl.col("label") == "negative").then(pl.lit(KEPT))
-        .otherwise(pl.lit("dropped: ") + pl.col("reason").fill_null("relabel_suspect"))
-    )
-
-
-def _by_group(df: pl.DataFrame, column: str) -> dict[str, np.ndarray]:
-    order = [POSITIVE, PROMOTED, FLAGGED, KEPT] + sorted(g for g in df["group"].unique() if g.startswith("dropped: "))
-    return {g: df.filter(pl.col("group") == g)[column].to_numpy() for g in order if g in set(df["group"])}
-
-
-def _rules(filter_cfg: dict) -> tuple[list, FilterConfig]:
-    """The registered rules a filter config (a manifest's) names, and the config as the FilterConfig they read."""
-    known = {f.name for f in dataclasses.fields(FilterConfig)}
-    cfg = FilterConfig(**{k: v for k, v in filter_cfg.items() if k in known})
-    return [RULES[r] for r in filter_cfg.get("rules", []) if r in RULES], cfg
-
-
-def figures(relabeled: pl.DataFrame, filter_cfg: dict, top: int = 20) -> dict:
-    """Pure: the relabeled table and the filter's config -> the data of every figure and table of the report.
-
-    Values are split by `_group()`. Margins are `s - p` for every negative candidate (non-positive row), `p` its
-    query's reference positive score as the filter computed it (`positive_reference`: min/mean/max of the labeled
-    positives). Suspects: candidates dropped by a rule (not `not_sampled`) or promoted, by s minus the score of the
-    query's best-scored labeled positive (`positive_id`), largest first: the ones the teacher likes most compared
-    with what a person labeled relevant.
-    """
-    # candidates `score` left unscored (adaptive depth) have no score to plot
-    df = relabeled.filter(pl.col("teacher_score").is_not_null()).with_columns(_group().alias("group"))
-    ref = positive_reference(df, filter_cfg.get("positive_reference", "min"), filter_cfg.get("positive_floor_rank", 0))
-    cand = df.filter(~pl.col("is_positive")).join(ref, on="query_id", how="left").filter(pl.col("_pos").is_not_null())
-    rules, cfg = _rules(filter_cfg)
-    # a rule's threshold on s - p (`Rule.margin`) is one number (margin-pos) or depends on the query's p (perc-pos):
-    # its range over the queries, a candidate right of `hi` is dropped whatever its query, one left of `lo` never
-    thresholds = []
-    for rule in [r for r in rules if r.margin is not None and cand.height]:
-        t = cand.select(rule.margin(cfg).alias("t"))["t"]
-        thresholds.append({"rule": rule.name, "lo": float(t.min()), "hi": float(t.max()), "median": float(t.median())})
-    kept = df.filter(pl.col("label") == "negative")
-    per_query = df.select("query_id").unique().join(kept.group_by("query_id").len(), on="query_id", how="left")
-    best = (df.filter(pl.col("is_positive")).sort(["teacher_score", "doc_id"], descending=[True, False])
-            .group_by("query_id", maintain_order=True)
-            .agg(pl.col("doc_id").first().alias("positive_id"),
-                 pl.col("teacher_score").first().alias("positive_score")))
-    columns = ("query_id", "doc_id", "rank", "teacher_score", "positive_id", "positive_score", "margin", "reason",
-               "label")
-
-    def by_margin(rows: pl.DataFrame) -> pl.DataFrame:
-        return (rows.join(best, on="query_id", how="inner")
-                .with_columns((pl.col("teacher_score") - pl.col("positive_score")).alias("margin"))
-                .sort(["margin", "query_id", "doc_id"], descending=[True, False, False]).select(columns))
-
-    suspects = by_margin(df.filter(~pl.col("is_positive") & (
-        ((pl.col("reason") != "not_sampled") & pl.col("reason").is_not_null())
-        | pl.col("label").is_in(["positive", "flagged"])))).head(top)
-    promoted = by_margin(df.filter(~pl.col("is_positive") & (pl.col("label") == "positive")))
-    groups = df.group_by("group").len()
-    return {
-        "counts": dict(zip(groups["group"].to_list(), groups["len"].to_list())),
-        "promoted": promoted.head(top).to_dicts(),
-        "promoted_total": promoted.height,
-        "promoted_margin": promoted["margin"].to_numpy(),
-        "scores": _by_group(df, "teacher_score"),
-        "score_lines": {r.name: r.score_threshold(cfg) for r in rules
-                        if r.score_threshold is not None and r.score_threshold(cfg) is not None},
-        "positive_reference": filter_cfg.get("positive_reference", "min"),
-        "margins": _by_group(cand.with_columns((pl.col("teacher_score") - pl.col("_pos")).alias("m")), "m"),
-        "margin_thresholds": thresholds,
-        "kept_per_query": np.sort(per_query["len"].fill_null(0).to_numpy()),
-        "requested_per_query": filter_cfg.get("negatives_per_query", 0),
-        "kept_ranks": kept["rank"].drop_nulls().to_numpy(),
-        "top_k": int(df["rank"].max() or 0),
-        "suspects": suspects.to_dicts(),
-    }
+from hardneg.summary import summarize
 
 
 def _data_dir(run_dir: Path, manifests: dict) -> Path | None:
     """RUN/data, or the imported data the run was started from (`hardneg run` on an import directory)."""
     if (run_dir / LAYOUT["import"] / "_manifest.json").exists():
         return run_dir / LAYOUT["import"]
-    for inp in manifests.get("score", {}).get("inputs", []):
-        path = Path(inp["path"])
-        if (path / "_manifest.json").exists() and read_manifest(path).get("stage") == "import":
-            return path
-    return None
+    if "score" not in manifests:
+        return None
+    return input_dir(run_dir / LAYOUT["score"], "import", manifests["score"])
 
 
 def _texts(data_dir: Path | None, suspects: list[dict]) -> None:
     """Add the query's, the positive's and the candidate's text to each suspect (empty without the data)."""
-    import pyarrow.parquet as pq
-
-    from hardneg.io.data import document_texts
-
     queries, docs = {}, {}
     if data_dir is not None and suspects:
         qids = sorted({s["query_id"] for s in suspects})
@@ -141,8 +52,6 @@ def _texts(data_dir: Path | None, suspects: list[dict]) -> None:
 
 def collect(run_dir: Path, top: int = 20) -> dict:
     """Read a run directory: figures, texts of the suspects, every stage's manifest, the summary."""
-    from hardneg.summary import summarize
-
     run_dir = Path(run_dir)
     relabeled_dir = run_dir / LAYOUT["relabel"]
     manifests = {}
@@ -296,7 +205,7 @@ def _img(path: Path, alt: str) -> str:
 
 def _rule_text(cfg: dict) -> str:
     """Each rule of a filter config with its values (a rule not registered here: its name)."""
-    _, filter_cfg = _rules(cfg)
+    _, filter_cfg = rules_of(cfg)
     return "; ".join(f"{r}: {RULES[r].text(filter_cfg)}" if r in RULES else r for r in cfg.get("rules", []))
 
 
@@ -429,7 +338,5 @@ def write(data: dict, out: Path) -> dict[str, Path]:
     out = Path(out)
     plots = _plots(data["figures"], out.parent / f"{out.stem}_files")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(html_page(data, plots), encoding="utf-8")
-    tmp.replace(out)
+    atomic_write_bytes(out, html_page(data, plots).encode("utf-8"))
     return plots

@@ -4,7 +4,7 @@ table of docs/filters.md (`markdown_table`).
 
 A rule drops a candidate when its `condition` holds: a polars expression over the filter's columns `teacher_score`
 (s, the candidate's teacher score), `_pos` (p, its query's reference positive score, see
-`hardneg.stages.filter.positive_reference`), `rank` (the retriever's 1-based rank) and `_dup` (the near-duplicate
+`hardneg.scores.positive_reference`), `rank` (the retriever's 1-based rank) and `_dup` (the near-duplicate
 mask). A rule has two spellings: its `name` (`perc-pos`, in the CLI and configs) and its `reason` (`perc_pos`, the one
 the filtered table's `reason` column records); `lookup` takes either.
 

@@ -9,9 +9,9 @@ import numpy as np
 import polars as pl
 
 from hardneg import schemas
-from hardneg.io.stagedir import MANIFEST, read_manifest, read_stage, require_finished
+from hardneg.io.stagedir import MANIFEST, input_dir, read_manifest, read_stage, require_finished
 from hardneg.pipeline import LAYOUT
-from hardneg.report import figures
+from hardneg.figures import figures
 
 
 def summarize(run_dir: Path, relabeled: pl.DataFrame | None = None) -> dict:
@@ -21,8 +21,8 @@ def summarize(run_dir: Path, relabeled: pl.DataFrame | None = None) -> dict:
         read_stage(run_dir / LAYOUT["relabel"], "relabel", schemas.RELABELED))
     mine_manifest = read_manifest(run_dir / LAYOUT["mine"])
     mined = mine_manifest["summary"]
-    data_dir = Path(mine_manifest["inputs"][1]["path"])
-    imported = read_manifest(data_dir).get("summary", {}) if (data_dir / MANIFEST).exists() else {}
+    data_dir = input_dir(run_dir / LAYOUT["mine"], "import", mine_manifest)
+    imported = read_manifest(data_dir).get("summary", {}) if data_dir and (data_dir / MANIFEST).exists() else {}
     negatives = df.filter(~pl.col("is_positive"))
     # counted as the report's panels are: a promoted or flagged candidate is that, not a drop under its reason
     dropped = negatives.filter(pl.col("label") == "dropped")

@@ -1,22 +1,80 @@
 """Shared fixtures: the tiny real collection (tests/data/tiny, a slice of NFCorpus with one injected duplicate),
-each stage built once per session through the CLI, and a cross-encoder the tests train themselves."""
+each stage built once per session through the CLI, a cross-encoder the tests train themselves, and a fake teacher
+(`--teacher-kind overlap`) for the tests whose point is the plumbing rather than a model's scores."""
 
 from __future__ import annotations
 
 import gzip
 import json
 import os
+import re
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+TINY = Path(__file__).parent / "data" / "tiny"
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+
+
+# -- a deterministic fake teacher ---------------------------------------------------------------------------------
+
+FAKE_TEACHER = "overlap"  # --teacher-kind overlap, registered below in this process (and by `hardneg_cmd()`'s)
+
+
+class OverlapTeacher:
+    """Scores a (query, document) pair by the Jaccard overlap of their lower-cased word sets (of the first
+    `max_seq_length` words of each, when set): deterministic, instant and without a model, while a labeled positive
+    usually shares more words with its query than a random document does. The model name must still resolve (a
+    missing model folder is the same error as with a real teacher); its weights are never loaded."""
+
+    activation = "token overlap (Jaccard; the tests' fake teacher)"
+
+    def __init__(self, cfg):
+        from hardneg.models import resolve
+
+        resolve(cfg.model, cfg.allow_download)
+        self.limit = cfg.max_seq_length
+
+    def words(self, text: str) -> set[str]:
+        return set(re.findall(r"\w+", text.casefold())[: self.limit])
+
+    def score(self, queries: list[str], docs: list[str]) -> np.ndarray:
+        out = np.empty(len(queries), dtype=np.float32)
+        for i, (q, d) in enumerate(zip(queries, docs)):
+            a, b = self.words(q), self.words(d)
+            out[i] = len(a & b) / len(a | b) if a or b else 0.0
+        return out
+
+
+def register_fake_teacher() -> None:
+    from hardneg.registry import TEACHERS, register
+
+    register(TEACHERS, FAKE_TEACHER, "conftest:OverlapTeacher")
+
+
+register_fake_teacher()  # before the CLI is imported: it reads the teacher kinds then
 from hardneg.cli import app  # noqa: E402
 
-TINY = Path(__file__).parent / "data" / "tiny"
+
+def hardneg_cmd() -> list[str]:
+    """`python -m hardneg` for a subprocess that knows the fake teacher too (run it with `hardneg_env()`)."""
+    return [sys.executable, "-c", "import conftest; from hardneg.cli import main; main()"]
+
+
+def hardneg_env(**extra) -> dict:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS)]), "HF_HUB_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false", **extra}
+
+
+FAKE = ("--teacher-kind", FAKE_TEACHER)  # the `score` options of the fake teacher
+FAKE_CONFIG = f'[score]\nteacher_kind = "{FAKE_TEACHER}"\n'  # ... and its pipeline TOML section
 
 
 def read_tiny():
@@ -31,6 +89,14 @@ def invoke(*args: str, ok: bool = True):
     if ok:
         assert result.exit_code == 0, f"{args}: exit {result.exit_code}\n{result.output}\n{result.exception!r}"
     return result
+
+
+@pytest.fixture
+def fake_config(tmp_path) -> Path:
+    """A pipeline config of the defaults but the fake teacher (for `hardneg run` tests about the plumbing)."""
+    path = tmp_path / "fake-teacher.toml"
+    path.write_text(FAKE_CONFIG)
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -170,3 +236,36 @@ def train_one_st_step(train_dataset, out_dir: Path):
     assert result.global_step == 1 and torch.isfinite(torch.tensor(result.training_loss))
     assert any(not torch.equal(a, b.detach()) for a, b in zip(before, model.parameters()))
     return result
+
+
+# -- table and source builders shared by the tests ------------------------------------------------------------
+
+def scored(rows):
+    """A SCORED table from (query, doc, rank, is_positive, teacher_score) tuples."""
+    import pyarrow as pa
+
+    from hardneg import schemas
+
+    cols = list(zip(*rows))
+    return pa.table(
+        {"query_id": cols[0], "doc_id": cols[1], "rank": cols[2], "retriever": ["x"] * len(rows),
+         "retriever_score": [1.0] * len(rows), "is_positive": cols[3], "same_text_as_positive": [False] * len(rows),
+         "teacher_score": cols[4]},
+        schema=schemas.SCORED,
+    )
+
+
+ROWS = [  # query, doc, rank, positive, teacher score
+    ("q", "p1", 3, True, 0.80), ("q", "p2", None, True, 0.60),
+    ("q", "a", 1, False, 0.70), ("q", "b", 2, False, 0.58), ("q", "c", 4, False, 0.50), ("q", "d", 5, False, 0.20),
+]
+
+
+def bad_source(tmp_path, corpus=None, queries=None, qrels=None):
+    c, q, r = read_tiny()
+    d = tmp_path / "src"
+    d.mkdir()
+    (d / "corpus.jsonl").write_text("".join(json.dumps(x) + "\n" for x in (corpus if corpus is not None else c)))
+    (d / "queries.jsonl").write_text("".join(json.dumps(x) + "\n" for x in (queries if queries is not None else q)))
+    (d / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join("\t".join(map(str, x)) + "\n" for x in (qrels if qrels is not None else r)))
+    return d

@@ -9,6 +9,7 @@ import pytest
 from conftest import read_tiny, train_one_st_step
 from hardneg.api import build_config
 from hardneg.config import PipelineConfig
+from hardneg.errors import HardnegError
 
 
 def tiny_dataset():
@@ -44,7 +45,7 @@ def test_sentence_transformers_keywords_map_to_the_stages():
     ce = build_config(PipelineConfig(), cross_encoder="my/ce")
     assert ce.score.teacher_kind == "cross-encoder" and ce.score.model == "my/ce"
     assert ce.index.retriever == PipelineConfig().index.retriever  # a given config is the base, not the API's
-    with pytest.raises(Exception, match="sampling"):
+    with pytest.raises(HardnegError, match="sampling"):
         build_config(None, sampling_strategy="nope")
 
 
@@ -76,7 +77,6 @@ def test_temporary_work_dir_is_removed_and_bad_input_is_a_hardneg_error(tmp_path
     import tempfile
 
     import hardneg
-    from hardneg.errors import HardnegError
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     with pytest.raises(HardnegError, match="no positive column"):

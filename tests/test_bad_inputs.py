@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import invoke, read_tiny
-from test_import import bad_source
+from conftest import FAKE_CONFIG, invoke, read_tiny
+from conftest import bad_source
 
 
 def assert_clean_error(result, out, *expected):
@@ -123,7 +123,7 @@ def test_queries_without_a_positive_are_skipped_and_counted_in_the_run_summary(t
     extra = {"_id": "UNJUDGED", "text": "a query nobody judged"}
     src = bad_source(tmp_path, queries=queries + [extra], qrels=qrels)
     cfg = tmp_path / "cfg.toml"
-    cfg.write_text("[mine]\ntop_k = 3\n")
+    cfg.write_text("[mine]\ntop_k = 3\n" + FAKE_CONFIG)  # the fake teacher: the point is the counting
     result = invoke("run", src, "--out", tmp_path / "run", "--config", cfg)
     assert "1 without a positive skipped" in result.output, result.output
     assert "1 without qrels dropped" in result.output, result.output

@@ -11,6 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 protocol = load_bench("protocol")
+benchutil = load_bench("benchutil")
 
 QRELS = {
     "q1": {"a": 1, "b": 2, "c": 1, "z": 0},
@@ -83,16 +84,28 @@ def test_ndcg_and_recall_on_a_hand_made_example():
 
 def test_hidden_copy_round_trips_through_the_beir_reader(tmp_path):
     src = ROOT / "data" / "sample" / "nfcorpus"  # several relevant documents per query
-    corpus, queries, qrels = protocol.read_beir(src, "test")
+    corpus, queries, qrels = benchutil.read_beir(src, "test")
     labeled, hidden = protocol.hide_positives(qrels, seed=3)
     assert labeled
     hp = load_bench("hidden_positive")
     copy = hp.write_hidden_copy(src, tmp_path / "copy", "test", labeled, hidden)
-    corpus2, queries2, labeled_qrels = protocol.read_beir(copy, "test")
+    corpus2, queries2, labeled_qrels = benchutil.read_beir(copy, "test")
     assert corpus2 == corpus and queries2 == queries
     assert {q: set(d) for q, d in labeled_qrels.items()} == {q: {d} for q, d in labeled.items()}
     hidden_rows = (copy / "hidden-qrels" / "test.tsv").read_text().splitlines()[1:]
     assert {tuple(r.split("\t")[:2]) for r in hidden_rows} == {(q, d) for q in hidden for d in hidden[q]}
+
+
+def test_a_seeded_subset_keeps_its_queries_positives_and_reads_back(tmp_path):
+    src = ROOT / "data" / "sample" / "nfcorpus"
+    corpus, queries, pairs = benchutil.read_beir_pairs(src, "test")
+    out = benchutil.subset(src, tmp_path / "slice", "test", max_queries=3, max_docs=40)
+    corpus2, queries2, pairs2 = benchutil.read_beir_pairs(out, "test")
+    assert len(queries2) == 3 and set(pairs2) == {(q, d) for q, d in pairs if q in queries2}
+    assert len(corpus2) == max(40, len({d for _, d in pairs2})) and {d for _, d in pairs2} <= set(corpus2)
+    assert all(corpus2[d] == corpus[d] and queries2[q] == queries[q] for d in corpus2 for q in queries2)
+    assert benchutil.subset(src, tmp_path / "again", "test", 3, 40) and \
+        (tmp_path / "again" / "corpus.jsonl").read_bytes() == (out / "corpus.jsonl").read_bytes()  # seeded
 
 
 class _Truth:

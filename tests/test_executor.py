@@ -56,7 +56,10 @@ def test_ray_executor_writes_the_same_files_as_local(ray_local, local, data_dir,
            "--executor", "ray", "--ray-actors", "2")
     result = invoke("score", tmp_path / "mined", "--data", data_dir, "--out", tmp_path / "scored", "--no-cache",
                     "--executor", "ray")
-    for stage in ("index", "mined", "scored"):
+    invoke("filter", tmp_path / "scored", "--out", tmp_path / "filtered", "--dropped-out", tmp_path / "dropped",
+           "--executor", "ray")
+    invoke("relabel", tmp_path / "filtered", "--out", tmp_path / "relabeled", "--executor", "ray")
+    for stage in ("index", "mined", "scored", "filtered", "dropped", "relabeled"):
         assert digests(tmp_path / stage) == digests(local[stage]), stage
         assert summary(tmp_path / stage) == summary(local[stage]), stage
     assert len(digests(local["mined"])) == 5  # 3 parts + _SUCCESS + _lock: the pool really had several units

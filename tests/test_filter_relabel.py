@@ -1,5 +1,4 @@
 import polars as pl
-import pyarrow as pa
 
 from hardneg import schemas
 from hardneg.config import FilterConfig, RelabelConfig
@@ -7,21 +6,7 @@ from hardneg.io.stagedir import read_stage
 from hardneg.stages.filter import filter_table
 from hardneg.stages.relabel import relabel_table
 
-
-def scored(rows):
-    cols = list(zip(*rows))
-    return pa.table(
-        {"query_id": cols[0], "doc_id": cols[1], "rank": cols[2], "retriever": ["x"] * len(rows),
-         "retriever_score": [1.0] * len(rows), "is_positive": cols[3], "same_text_as_positive": [False] * len(rows),
-         "teacher_score": cols[4]},
-        schema=schemas.SCORED,
-    )
-
-
-ROWS = [  # query, doc, rank, positive, teacher score
-    ("q", "p1", 3, True, 0.80), ("q", "p2", None, True, 0.60),
-    ("q", "a", 1, False, 0.70), ("q", "b", 2, False, 0.58), ("q", "c", 4, False, 0.50), ("q", "d", 5, False, 0.20),
-]
+from conftest import ROWS, scored
 
 
 def test_perc_pos_against_the_weakest_positive_by_default():

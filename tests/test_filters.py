@@ -2,7 +2,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from conftest import invoke
+from conftest import invoke, scored
 from hardneg import schemas
 from hardneg.config import FilterConfig, RelabelConfig
 from hardneg.errors import HardnegError
@@ -11,7 +11,6 @@ from hardneg.io.stagedir import read_manifest, read_stage
 from hardneg.stages.filter import near_duplicates
 from hardneg.stages.filter import filter_table as _filter_table
 from hardneg.stages.relabel import relabel_table
-from test_filter_relabel import scored
 
 
 def filter_table(table, cfg, duplicate=None):

@@ -4,7 +4,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import invoke, read_tiny
+from conftest import bad_source, invoke, read_tiny
 
 
 def test_beir_import_writes_the_three_tables(data_dir):
@@ -45,16 +45,6 @@ def test_tsv_jsonl_and_parquet_sources_give_the_same_ids(tmp_path, data_dir):
         for name, key in (("corpus", "doc_id"), ("queries", "query_id"), ("qrels", "doc_id")):
             got = pq.read_table(tmp_path / out / f"{name}.parquet")[key].to_pylist()
             assert got == pq.read_table(data_dir / f"{name}.parquet")[key].to_pylist(), (out, name)
-
-
-def bad_source(tmp_path, corpus=None, queries=None, qrels=None):
-    c, q, r = read_tiny()
-    d = tmp_path / "src"
-    d.mkdir()
-    (d / "corpus.jsonl").write_text("".join(json.dumps(x) + "\n" for x in (corpus if corpus is not None else c)))
-    (d / "queries.jsonl").write_text("".join(json.dumps(x) + "\n" for x in (queries if queries is not None else q)))
-    (d / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join("\t".join(map(str, x)) + "\n" for x in (qrels if qrels is not None else r)))
-    return d
 
 
 CASES = {

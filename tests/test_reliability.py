@@ -6,31 +6,28 @@ SIGKILLs itself right after writing its N-th part.
 """
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import invoke
+from conftest import FAKE, hardneg_cmd, hardneg_env, invoke
 from hardneg import schemas
 from hardneg.errors import HardnegError
 from hardneg.io.stagedir import read_stage
 
-ROOT = Path(__file__).resolve().parent.parent
 KILLED = -signal.SIGKILL
 
 
 def hardneg(*args, kill_after: int | None = None, popen: bool = False):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = hardneg_env()
     env.pop("HARDNEG_TEST_KILL_AFTER_PARTS", None)
     env.pop("HARDNEG_DEBUG", None)
     if kill_after is not None:
         env["HARDNEG_TEST_KILL_AFTER_PARTS"] = str(kill_after)
-    cmd = [sys.executable, "-m", "hardneg", *map(str, args)]
+    cmd = [*hardneg_cmd(), *map(str, args)]
     if popen:
         return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
@@ -43,6 +40,10 @@ def files(d: Path) -> dict[str, bytes]:
         for p in sorted(d.rglob("*"))
         if p.is_file() and not p.name.endswith("manifest.json")
     }
+
+
+def summary(d: Path) -> dict:
+    return json.loads((d / "_manifest.json").read_text())["summary"]
 
 
 def parts_stat(d: Path) -> dict[str, tuple[int, int]]:
@@ -76,8 +77,9 @@ def mined4(tmp_path_factory, data_dir, index_dirs) -> Path:
 
 @pytest.fixture(scope="module")
 def scored4(mined4, data_dir) -> Path:
+    """mined4 scored by the fake teacher: these tests are about resuming, not about scores."""
     out = mined4.parent / "scored4"
-    invoke("score", mined4, "--data", data_dir, "--out", out)
+    invoke("score", mined4, "--data", data_dir, "--out", out, *FAKE, "--no-cache")
     return out
 
 
@@ -91,6 +93,8 @@ def test_mine_killed_mid_stage_resumes_to_the_same_bytes(tmp_path, data_dir, ind
     assert files(tmp_path / "killed") == files(tmp_path / "full")
     manifest = json.loads((tmp_path / "killed" / "_manifest.json").read_text())
     assert manifest["parts"] == json.loads((tmp_path / "full" / "_manifest.json").read_text())["parts"]
+    # the parts the killed run wrote are counted too (recounted from their files), the others from the workers
+    assert summary(tmp_path / "killed") == summary(tmp_path / "full")
 
 
 def test_score_killed_mid_stage_resumes_without_rescoring_finished_parts(tmp_path, mined4, data_dir, scored4):
@@ -98,7 +102,7 @@ def test_score_killed_mid_stage_resumes_without_rescoring_finished_parts(tmp_pat
 
     model = tmp_path / "model"
     model.symlink_to(resolve("all-MiniLM-L6-v2"))
-    args = ("score", mined4, "--data", data_dir, "--teacher", model)
+    args = ("score", mined4, "--data", data_dir, "--teacher", model, *FAKE, "--no-cache")
     out = tmp_path / "scored"
     killed = hardneg(*args, "--out", out, kill_after=1)
     assert killed.returncode == KILLED and not (out / "_SUCCESS").exists()
@@ -116,6 +120,8 @@ def test_score_killed_mid_stage_resumes_without_rescoring_finished_parts(tmp_pat
     assert rerun.returncode == 0, rerun.stderr
     assert {k: v for k, v in parts_stat(out).items() if k in survived} == survived  # not rescored
     assert files(out) == files(scored4)
+    assert [summary(out)[k] for k in ("rows", "distinct_pairs")] == [summary(scored4)[k] for k in
+                                                                       ("rows", "distinct_pairs")]
 
 
 @pytest.mark.parametrize("stage", ["filter", "relabel"])
@@ -129,6 +135,7 @@ def test_filter_and_relabel_killed_mid_stage_resume_to_the_same_bytes(tmp_path, 
     invoke(*args, "--out", tmp_path / "full")
     kill_then_resume(args, tmp_path / "killed", kill_after=3)
     assert files(tmp_path / "killed") == files(tmp_path / "full")
+    assert summary(tmp_path / "killed") == summary(tmp_path / "full")
 
 
 def test_bm25_index_killed_leaves_no_success_and_a_rerun_finishes(tmp_path, data_dir, index_dirs):

@@ -19,7 +19,7 @@ from hardneg.config import FilterConfig, RelabelConfig, asdict
 from hardneg.io.stagedir import read_manifest, read_stage
 from hardneg.stages.filter import filter_table
 from hardneg.stages.relabel import relabel_table
-from test_filter_relabel import ROWS, scored
+from conftest import ROWS, scored
 
 
 @pytest.fixture(scope="module")

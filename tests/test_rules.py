@@ -20,7 +20,7 @@ from hardneg.io.stagedir import StageWriter
 from hardneg.stages import filter as filter_stage
 from hardneg.stages.filter import filter_table
 from hardneg.stages.relabel import relabel_table
-from test_filter_relabel import ROWS, scored
+from conftest import ROWS, scored
 
 DOCS = Path(__file__).parent.parent / "docs" / "filters.md"
 

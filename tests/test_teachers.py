@@ -6,6 +6,7 @@ import pytest
 
 from conftest import invoke, read_tiny
 from hardneg import schemas
+from hardneg.errors import HardnegError
 from hardneg.io.stagedir import read_manifest, read_stage
 
 PIECES = 5
@@ -39,7 +40,7 @@ def test_prepare_model_joins_the_pieces_once_and_resolve_finds_it(tmp_path, monk
     files = fake_split_packages(site)
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.setenv("HARDNEG_MODELS", str(tmp_path / "models"))
-    with pytest.raises(Exception, match="prepare-model"):
+    with pytest.raises(HardnegError, match="prepare-model"):
         resolve("all-mpnet-base-v2")
 
     result = invoke("prepare-model", "all-mpnet-base-v2")
@@ -170,3 +171,28 @@ def test_cross_encoder_max_length_truncates(trained_cross_encoder):
     # truncated to 16 tokens, appending text past the cut changes nothing; untruncated it does
     assert short.score(q, [long_doc])[0] == pytest.approx(short.score(q, [long_doc + " unrelated tail"])[0], abs=1e-5)
     assert full.score(q, [long_doc])[0] != pytest.approx(short.score(q, [long_doc])[0], abs=1e-4)
+
+
+def test_a_registered_teacher_kind_scores_like_a_shipped_one(tmp_path, mined_dir, data_dir, monkeypatch):
+    """`hardneg.registry.register` (what conftest does for its fake teacher): the kind is a valid --teacher-kind,
+    the stage records its activation, and no model is loaded. The fake teacher ranks positives high."""
+    import hardneg.retrievers.dense as dense
+    import hardneg.teachers.bi_encoder as bi
+    import hardneg.teachers.cross_encoder as ce
+    from conftest import FAKE, OverlapTeacher
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    for module, name in ((bi, "load_sentence_transformer"), (dense, "load_sentence_transformer"),
+                         (ce, "load_cross_encoder")):
+        monkeypatch.setattr(module, name, fail)
+    invoke("score", mined_dir, "--data", data_dir, "--out", tmp_path / "s", *FAKE, "--no-cache")
+    summary = read_manifest(tmp_path / "s")["summary"]
+    assert summary["teacher_kind"] == FAKE[1] and summary["activation"] == OverlapTeacher.activation
+    df = pl.from_arrow(read_stage(tmp_path / "s", "score", schemas.SCORED))
+    mean = df.group_by("is_positive").agg(pl.col("teacher_score").mean()).sort("is_positive")["teacher_score"]
+    assert mean[1] > 2 * mean[0]  # positives share more words with their query than the candidates
+    again = invoke("score", mined_dir, "--data", data_dir, "--out", tmp_path / "t", *FAKE, "--no-cache")
+    assert again.exit_code == 0 and read_stage(tmp_path / "t", "score", schemas.SCORED).equals(
+        read_stage(tmp_path / "s", "score", schemas.SCORED))  # deterministic

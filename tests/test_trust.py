@@ -19,22 +19,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import invoke
+from conftest import FAKE, ROOT, hardneg_cmd, hardneg_env, invoke
 from hardneg import schemas
+from hardneg.errors import HardnegError
 from hardneg.io.stagedir import read_manifest, read_stage
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def hardneg(*args, popen: bool = False, cwd=None, stall: tuple[int, Path] | None = None):
     """Run hardneg in a subprocess; `stall=(n, file)`: it waits after its n-th part until `file` exists (the test
-    hook of hardneg.io.stagedir), holding its lock."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    hook of hardneg.io.stagedir), holding its lock. It knows the fake teacher (conftest.FAKE)."""
+    env = hardneg_env()
     for key in ("HARDNEG_TEST_KILL_AFTER_PARTS", "HARDNEG_TEST_STALL_AFTER_PARTS", "HARDNEG_DEBUG"):
         env.pop(key, None)
     if stall is not None:
         env["HARDNEG_TEST_STALL_AFTER_PARTS"], env["HARDNEG_TEST_STALL_UNTIL"] = str(stall[0]), str(stall[1])
-    cmd = [sys.executable, "-m", "hardneg", *map(str, args)]
+    cmd = [*hardneg_cmd(), *map(str, args)]
     if popen:
         return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd)
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=cwd)
@@ -74,9 +73,10 @@ def mined_copy(tmp_path, mined6) -> Path:
 
 def test_1_a_second_writer_started_while_the_first_writes_is_refused_naming_it(tmp_path, mined6, data_dir):
     """The issue's case: score with --max-seq-length 128, then, once a part exists, the same with 16 and --overwrite.
-    The second is refused (exit 2, pid@host of the first); the first finishes with only its own parts."""
+    The second is refused (exit 2, pid@host of the first); the first finishes with only its own parts. The fake
+    teacher scores the first max_seq_length words, so the two configs write different parts."""
     out = tmp_path / "scored"
-    args = ("score", mined6, "--data", data_dir, "--out", out, "--no-cache")
+    args = ("score", mined6, "--data", data_dir, "--out", out, "--no-cache", *FAKE)
     go = tmp_path / "go"
     first = hardneg(*args, "--max-seq-length", "128", popen=True, stall=(1, go))  # held after its first part
     wait_for(first, (out, "part-*.parquet"))
@@ -88,14 +88,17 @@ def test_1_a_second_writer_started_while_the_first_writes_is_refused_naming_it(t
     assert first.wait(timeout=900) == 0, first.communicate()
     assert read_manifest(out)["config"]["max_seq_length"] == 128
     reference = tmp_path / "reference"
-    invoke(*args[:4], "--out", reference, "--no-cache", "--max-seq-length", "128")
+    invoke(*args[:4], "--out", reference, "--no-cache", *FAKE, "--max-seq-length", "128")
+    other = tmp_path / "other"
+    invoke(*args[:4], "--out", other, "--no-cache", *FAKE, "--max-seq-length", "16")
+    assert any((other / p.name).read_bytes() != p.read_bytes() for p in reference.glob("part-*.parquet"))
     for p in sorted(reference.glob("part-*.parquet")):  # every part is the 128-token run's
         assert (out / p.name).read_bytes() == p.read_bytes(), p.name
 
 
 def test_1_two_writers_started_together_leave_one_consistent_output(tmp_path, mined6, data_dir):
     out = tmp_path / "scored"
-    args = ("score", mined6, "--data", data_dir, "--out", out, "--no-cache")
+    args = ("score", mined6, "--data", data_dir, "--out", out, "--no-cache", *FAKE)
     go = tmp_path / "go"
     procs = [hardneg(*args, "--max-seq-length", n, *extra, popen=True, stall=(1, go))  # a winner waits for `go`
              for n, extra in (("128", ()), ("16", ("--overwrite",)))]
@@ -115,7 +118,8 @@ def test_1_two_writers_started_together_leave_one_consistent_output(tmp_path, mi
 
 def test_1_two_identical_runs_staggered_do_not_rewrite_a_finished_stage(tmp_path, tiny_src):
     cfg = tmp_path / "cfg.toml"
-    cfg.write_text("[mine]\ntop_k = 5\nquery_batch_size = 1\n[score]\nbatch_size = 1\n")
+    cfg.write_text("[mine]\ntop_k = 5\nquery_batch_size = 1\n[score]\nbatch_size = 1\n"
+                   f'teacher_kind = "{FAKE[1]}"\n')
     out = tmp_path / "run"
     go = tmp_path / "go"
     # import writes 3 parts, index 1, mine 8: the 13th is score's first; the first run is held there
@@ -133,11 +137,12 @@ def test_1_two_identical_runs_staggered_do_not_rewrite_a_finished_stage(tmp_path
 
 
 def test_1_a_lock_of_a_killed_writer_is_no_obstacle(tmp_path, mined6, data_dir):
-    """The lock is an flock: the kernel releases it when its holder dies, even by SIGKILL."""
+    """The lock is an flock: the kernel releases it when its holder dies, even by SIGKILL (here while it is held
+    after its first part, so the kill always lands mid-stage)."""
     out = tmp_path / "scored"
-    args = ("score", mined6, "--data", data_dir, "--out", out, "--no-cache")
-    killed = hardneg(*args, popen=True)
-    wait_for(killed, (out, "_manifest.json"))
+    args = ("score", mined6, "--data", data_dir, "--out", out, "--no-cache", *FAKE)
+    killed = hardneg(*args, popen=True, stall=(1, tmp_path / "never"))
+    wait_for(killed, (out, "part-*.parquet"))
     killed.send_signal(signal.SIGKILL)
     killed.communicate()
     assert json.loads((out / "_lock").read_text())["pid"] == killed.pid  # its name is still written there
@@ -192,41 +197,43 @@ def test_2_an_altered_part_is_refused(tmp_path, mined_copy, data_dir, how):
     result = invoke("score", mined_copy, "--data", data_dir, "--out", tmp_path / "s", ok=False)
     expected = "content differs from the sha256" if how == "same-size" else "bytes, "
     assert result.exit_code == 2 and expected in result.output, result.output
-    with pytest.raises(Exception, match="part-00002.parquet"):
+    with pytest.raises(HardnegError, match="part-00002.parquet"):
         read_stage(mined_copy, "mine", schemas.MINED)
 
 
-def test_2_run_does_not_call_a_damaged_training_file_or_stage_up_to_date(tmp_path, tiny_src):
+def test_2_run_does_not_call_a_damaged_training_file_or_stage_up_to_date(tmp_path, tiny_src, fake_config):
     out = tmp_path / "run"
-    invoke("run", tiny_src, "--out", out)
+    run = ("run", tiny_src, "--out", out, "--config", fake_config)
+    invoke(*run)
     train = out / "train.parquet"
     train.write_bytes(train.read_bytes()[:-10])  # truncated
-    result = invoke("run", tiny_src, "--out", out, ok=False)
+    result = invoke(*run, ok=False)
     assert result.exit_code == 2 and "train.parquet: missing, truncated or altered" in result.output, result.output
     (out / "filtered" / "part-00000.parquet").unlink()
-    result = invoke("run", tiny_src, "--out", out, ok=False)
+    result = invoke(*run, ok=False)
     assert result.exit_code == 2 and "filtered/part-00000.parquet: missing" in result.output, result.output
-    again = invoke("run", tiny_src, "--out", out, "--overwrite")
+    again = invoke(*run, "--overwrite")
     assert "[filter] rebuilding" in again.output
-    assert invoke("run", tiny_src, "--out", out).output.count("up to date") == 7
+    assert invoke(*run).output.count("up to date") == 7
 
 
 # -- 3. lineage by content ----------------------------------------------------------------------------------------
 
-def test_3_an_edited_source_is_noticed_by_run(tmp_path, tiny_src):
+def test_3_an_edited_source_is_noticed_by_run(tmp_path, tiny_src, fake_config):
     src = tmp_path / "src"
     shutil.copytree(tiny_src, src)
     out = tmp_path / "run"
-    invoke("run", src, "--out", out)
+    run = ("run", src, "--out", out, "--config", fake_config)
+    invoke(*run)
     os.utime(src / "queries.jsonl")  # touched, same content: still up to date
-    assert invoke("run", src, "--out", out).output.count("up to date") == 7
+    assert invoke(*run).output.count("up to date") == 7
     lines = (src / "queries.jsonl").read_text().splitlines()
     first = json.loads(lines[0])
     first["text"] = "an edited query text"
     (src / "queries.jsonl").write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
-    result = invoke("run", src, "--out", out, ok=False)
+    result = invoke(*run, ok=False)
     assert result.exit_code == 2 and "queries.jsonl: changed since it was imported" in result.output, result.output
-    invoke("run", src, "--out", out, "--overwrite")
+    invoke(*run, "--overwrite")
     queries = pq.read_table(out / "data" / "queries.parquet").to_pylist()
     assert {"query_id": first["_id"], "text": "an edited query text"} in queries
 
@@ -258,11 +265,12 @@ def test_3_export_refuses_a_data_that_mine_did_not_use(tmp_path, relabeled_dir, 
     assert not (tmp_path / "t.parquet").exists()
 
 
-def test_3_paths_may_move_the_same_content_is_the_same_input(tmp_path, tiny_src, data_dir, index_dirs):
+def test_3_paths_may_move_the_same_content_is_the_same_input(tmp_path, tiny_src, data_dir, index_dirs, fake_config):
     """A moved run is up to date, and a killed stage resumes when its inputs are named by another path."""
-    invoke("run", tiny_src, "--out", tmp_path / "a")
+    invoke("run", tiny_src, "--out", tmp_path / "a", "--config", fake_config)
     shutil.copytree(tmp_path / "a", tmp_path / "moved")
-    assert invoke("run", tiny_src, "--out", tmp_path / "moved").output.count("up to date") == 7
+    moved = invoke("run", tiny_src, "--out", tmp_path / "moved", "--config", fake_config)
+    assert moved.output.count("up to date") == 7
 
     rel_index = os.path.relpath(index_dirs["bm25"], tmp_path)
     rel_data = os.path.relpath(data_dir, tmp_path)
@@ -411,7 +419,7 @@ def test_drop_n_tuple_export_counts_the_queries_it_leaves_out(tmp_path, relabele
 
 
 def test_keep_flagged_rows_are_not_reported_as_promoted(tmp_path, filtered_dir):
-    from hardneg.report import FLAGGED, _group
+    from hardneg.figures import FLAGGED, _group
 
     out = tmp_path / "r"
     invoke("relabel", filtered_dir, "--out", out, "--policy", "keep-flagged")

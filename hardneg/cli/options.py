@@ -11,7 +11,7 @@ option per field: `--field-name` (plus aliases), the field's default and help te
 the field (`opt(choices=...)`) or `config.CHOICES`; a bool field is a flag (`--x`, or `--x/--no-x` when it defaults
 to True), a list field a repeatable option. The command is called with the dataclass built from the parsed values,
 not validated yet: it may complete it (filter adds the rules its options imply) before `config.validate`. A
-parameter defaulting to `EXECUTION` becomes --shard, --executor, --ray-actors and --ray-gpus-per-actor, and the
+parameter defaulting to `EXECUTION` becomes --shard, --executor, --ray-actors and --ray-gpus-per-actor, and the (`CPU_EXECUTION`: the same without the GPU option)
 command gets their `hardneg.executor.Execution`.
 """
 
@@ -43,6 +43,8 @@ class ConfigOptions:
 
 CONFIG = ConfigOptions()
 EXECUTION: typing.Any = type("ExecutionOptions", (), {"__repr__": lambda self: "EXECUTION"})()
+# the same without --ray-gpus-per-actor, for stages that only use CPUs (relabel)
+CPU_EXECUTION: typing.Any = type("CpuExecutionOptions", (), {"__repr__": lambda self: "CPU_EXECUTION"})()
 
 
 def field_help(cls, name: str) -> str:
@@ -99,9 +101,10 @@ def build(cls, values: dict):
     return cls(**{k: plain(v) for k, v in values.items()})
 
 
-def _execution_parameters() -> list[inspect.Parameter]:
-    return [_param("shard", SHARD, str), _param("executor", EXECUTOR, choice("Executor", EXECUTORS)),
-            _param("ray_actors", RAY_ACTORS, int), _param("ray_gpus_per_actor", RAY_GPUS, float)]
+def _execution_parameters(gpus: bool = True) -> list[inspect.Parameter]:
+    params = [_param("shard", SHARD, str), _param("executor", EXECUTOR, choice("Executor", EXECUTORS)),
+              _param("ray_actors", RAY_ACTORS, int)]
+    return params + [_param("ray_gpus_per_actor", RAY_GPUS, float)] if gpus else params
 
 
 def _make_execution(values: dict):
@@ -121,8 +124,8 @@ def generate(fn):
             if not dataclasses.is_dataclass(cls):
                 raise TypeError(f"{fn.__name__}: {p.name} = {p.default} needs a config dataclass annotation")
             spliced[p.name] = (parameters(cls, p.default), functools.partial(build, cls))
-        elif p.default is EXECUTION:
-            spliced[p.name] = (_execution_parameters(), _make_execution)
+        elif p.default is EXECUTION or p.default is CPU_EXECUTION:
+            spliced[p.name] = (_execution_parameters(gpus=p.default is EXECUTION), _make_execution)
     if not spliced:
         return fn
     params = [q for p in sig.parameters.values() for q in (spliced[p.name][0] if p.name in spliced else [p])]

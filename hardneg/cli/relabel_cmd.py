@@ -2,8 +2,8 @@ from pathlib import Path
 
 import typer
 
-from hardneg.cli.app import OVERWRITE, SHARD, command, done, execution
-from hardneg.cli.options import CONFIG
+from hardneg.cli.app import OVERWRITE, command, done
+from hardneg.cli.options import CONFIG, CPU_EXECUTION
 from hardneg.config import RelabelConfig
 
 
@@ -14,9 +14,9 @@ def relabel_cmd(
     out: Path = typer.Option(..., "--out", help="Relabeled directory to write."),
     cfg: RelabelConfig = CONFIG,
     overwrite: bool = OVERWRITE,
-    shard: str = SHARD,
+    execution=CPU_EXECUTION,  # no --ray-gpus-per-actor: relabel runs on CPUs
 ):
     from hardneg.config import validate
     from hardneg.stages import relabel
 
-    done(relabel.run(filtered, out, validate(cfg), overwrite, execution(shard)), out)
+    done(relabel.run(filtered, out, validate(cfg), overwrite, execution), out)

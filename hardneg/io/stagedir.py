@@ -35,6 +35,7 @@ exists, so tests can hold a writer mid-stage. Never set them outside tests.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -44,12 +45,14 @@ import signal
 import socket
 import time
 from pathlib import Path
+from typing import Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from hardneg import __version__
 from hardneg.errors import AlreadyFinished, HardnegError
+from hardneg.executor import add_stats
 from hardneg.schemas import conform
 
 MANIFEST = "_manifest.json"
@@ -58,28 +61,41 @@ SHARDS = "_shards"  # the shards' markers and the finishing lock (--shard I/N)
 LOCK = "_lock"  # the writer lock (flock); names its holder while held
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # shards may write the same manifest at the same time
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def write_parquet(path: Path, table: pa.Table) -> None:
-    """Write `table` to `path` atomically (temp file, fsync, rename). An I/O error (a full disk) names `path`."""
-    tmp = path.with_name(f".{path.name}.tmp")
+@contextlib.contextmanager
+def atomic_file(path: Path, unique: bool = False):
+    """The one way hardneg writes a file: yields a temporary path beside `path` for the caller to write, then fsyncs
+    it and renames it onto `path`, so that no reader ever sees a partial file; on any error the temporary file is
+    removed. Its name is `.NAME.tmp` (`.NAME.PID.tmp` with `unique`: for a file several processes may write at the
+    same time, a manifest of shards, a shared cache); a resumed stage deletes the `.*.tmp` a killed run left."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp" if unique else f".{path.name}.tmp")
     try:
-        pq.write_table(table, tmp, compression="zstd")
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException:
         try:
             tmp.unlink(missing_ok=True)
         except OSError:
             pass
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with atomic_file(path, unique=True) as tmp:  # shards may write the same manifest at the same time
+        tmp.write_bytes(data)
+
+
+def write_parquet(path: Path, table: pa.Table) -> None:
+    """Write `table` to `path` atomically (`atomic_file`). An I/O error (a full disk) names `path`."""
+    try:
+        with atomic_file(path) as tmp:
+            pq.write_table(table, tmp, compression="zstd")
+    except OSError as exc:
         if exc.filename is None:  # Arrow's errors carry no file name
             raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
         raise
@@ -234,6 +250,33 @@ def require_finished(stage_dir: Path, stage: str | tuple[str, ...], verify: bool
     if verify:
         verify_files(stage_dir, manifest)
     return manifest
+
+
+def input_record(manifest: dict, stage: str | tuple[str, ...]) -> dict | None:
+    """The entry of `manifest`'s inputs that is the output of `stage` ({"path", "stage", "digest"}), or None. Inputs
+    are found by their stage, never by their position in the list."""
+    stages = (stage,) if isinstance(stage, str) else stage
+    for inp in manifest.get("inputs", []):
+        kind = inp.get("stage")
+        if kind is None:  # an input recorded by an older hardneg: ask its own manifest
+            try:
+                kind = read_manifest(Path(inp["path"])).get("stage")
+            except (OSError, HardnegError):
+                continue
+        if kind in stages:
+            return inp
+    return None
+
+
+def input_dir(stage_dir: Path, stage: str | tuple[str, ...], manifest: dict | None = None) -> Path | None:
+    """The directory `stage_dir` read as its `stage` input (e.g. "import": the data a `score` read, "index": the
+    index a `mine` searched), as its manifest (`manifest`, default: read it) records it; None when it records none
+    or that directory is gone."""
+    manifest = read_manifest(stage_dir) if manifest is None else manifest
+    record = input_record(manifest, stage)
+    if record is None or not Path(record["path"]).is_dir():
+        return None
+    return Path(record["path"])
 
 
 def part_paths(stage_dir: Path) -> list[Path]:
@@ -395,6 +438,7 @@ class StageWriter:
         self.resumed = False
         self.shard = shard
         self.shard_stats: dict = {}
+        self.unit_stats: dict[str, dict] = {}  # a unit's statistics, by file name, as its worker returned them
         self.requeue_ok = requeue_ok  # a shard of an already finished, identical stage is a no-op (AlreadyFinished)
         self.locks: list[DirLock] = []
         self.created = False
@@ -530,9 +574,22 @@ class StageWriter:
     def write_table(self, name: str, table: pa.Table) -> None:
         self.record(name, save_table(self.out / name, table))
 
-    def record(self, name: str, rows: int) -> None:
-        """Note a part written (by this process or by an executor's worker)."""
+    def record(self, name: str, rows: int, stats: dict | None = None) -> None:
+        """Note a part written (by this process or by an executor's worker), with its unit's statistics."""
         self.parts[name] = rows
+        if stats is not None:
+            self.unit_stats[name] = stats
+
+    def unit_totals(self, names: list[str], recount: Callable[[Path], dict]) -> dict:
+        """The statistics of the units `names`, added up (`hardneg.executor.add_stats`): each as its worker returned
+        it, to this process or to another shard (whose marker holds it); only a unit that an earlier, killed run
+        wrote has its statistics recounted from its file (`recount(path)`). So a summary made from them re-reads
+        none of the parts this run computed."""
+        total: dict = {}
+        for name in names:
+            stats = self.unit_stats.get(name)
+            add_stats(total, stats if stats is not None else recount(self.out / name))
+        return total
 
     def claim_finish(self, expected: list[str], stats: dict | None = None) -> bool:
         """Whether this process finishes the stage: always without shards; with shards, only the shard that finds
@@ -545,7 +602,8 @@ class StageWriter:
         shards = self.out / SHARDS
         shards.mkdir(exist_ok=True)
         atomic_write_bytes(shards / f"shard-{i}-of-{n}.json",
-                           json.dumps({"shard": [i, n], "parts": sorted(self.parts), "stats": stats or {}}).encode())
+                           json.dumps({"shard": [i, n], "parts": sorted(self.parts), "stats": stats or {},
+                                       "units": self.unit_stats}).encode())
         markers = [shards / f"shard-{k}-of-{n}.json" for k in range(n)]
         if not all(m.exists() for m in markers):
             return False
@@ -559,8 +617,10 @@ class StageWriter:
             return False         # so, the same command without --shard finishes the stage)
         self.shard_stats = {}
         for m in markers:
-            for k, v in json.loads(m.read_text()).get("stats", {}).items():
-                self.shard_stats[k] = self.shard_stats.get(k, 0) + v
+            marker = json.loads(m.read_text())
+            add_stats(self.shard_stats, marker.get("stats", {}))
+            for name, unit in marker.get("units", {}).items():
+                self.unit_stats.setdefault(name, unit)
         return True
 
     def shard_pending(self) -> dict:

@@ -16,16 +16,59 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 
-from hardneg.io.stagedir import atomic_write_bytes
+from hardneg.errors import HardnegError
+from hardneg.executor import LOCAL, run_units
+from hardneg.io.stagedir import atomic_file, atomic_write_bytes
 from hardneg.models import load_sentence_transformer, resolve, weights_digest
 
 ADD_BATCH = 65536  # vectors converted to float32 and handed to faiss at a time
+# a dense index's files, relative to the index directory (written by `Dense.build` and `hardneg.stages.index`)
+EMBEDDINGS = "dense/embeddings.npy"  # the corpus, in doc_ids.parquet's order
+PARAMS = "dense/params.json"
+QUERIES = "dense/queries.npy"  # the query cache; its texts in QUERY_TEXTS
+QUERY_TEXTS = "dense/queries.parquet"
+
+
+# -- reading a dense index: every reader of its files goes through these -------------------------------------------
+
+def has_embeddings(index_dir: Path) -> bool:
+    """Whether `index_dir` holds dense document embeddings (a dense or hybrid index, assembled)."""
+    return (Path(index_dir) / EMBEDDINGS).exists()
+
+
+def read_params(index_dir: Path) -> dict | None:
+    """A dense index's params.json (model, backend, prompts, dtype, text_sha256, ...); None when it has none."""
+    try:
+        return json.loads((Path(index_dir) / PARAMS).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def load_embeddings(index_dir: Path, ids: bool = True) -> tuple[list[str] | None, np.ndarray, dict]:
+    """(doc ids, document embeddings memory-mapped, params) of a dense index; row i of the embeddings is the document
+    ids[i]. `ids = False` skips reading the ids (None)."""
+    index_dir = Path(index_dir)
+    params = read_params(index_dir)
+    if params is None:
+        raise HardnegError(f"{index_dir}: has no readable {PARAMS}; pass an index built with --retriever dense or "
+                           f"hybrid, or rebuild it with --overwrite")
+    doc_ids = None
+    if ids:
+        doc_ids = pq.read_table(index_dir / "doc_ids.parquet", columns=["doc_id"])["doc_id"].to_pylist()
+    return doc_ids, np.load(index_dir / EMBEDDINGS, mmap_mode="r"), params
+
+
+def load_query_embeddings(index_dir: Path) -> tuple[list[str], np.ndarray]:
+    """(query texts, their embeddings memory-mapped) of a dense index's query cache."""
+    texts = pq.read_table(Path(index_dir) / QUERY_TEXTS)["text"].to_pylist()
+    return texts, np.load(Path(index_dir) / QUERIES, mmap_mode="r")
+
 
 
 def text_digest(texts: list[str]) -> str:
@@ -93,25 +136,18 @@ def chunk_units(texts: list[str], cfg) -> list[tuple[str, list[str]]]:
 def save_npy(path: Path, array: np.ndarray) -> int:
     """An encoded chunk as the executors write it (`hardneg.executor.Save`): atomically (temp file, fsync, rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
+    with atomic_file(path) as tmp, open(tmp, "wb") as fh:
         np.save(fh, array)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
     return len(array)
 
 
-QUERIES = "dense/queries.npy"  # the query cache, relative to the index directory; its texts in queries.parquet
 
 
 def encode_units(index_dir: Path, texts: list[str], cfg, execution, queries: list[str] | None = None) -> dict:
     """Encode, with `execution`, the corpus chunks not yet written (nor already assembled into embeddings.npy) and,
     given `queries` (distinct texts, without the prompt), the query cache if it is not written yet."""
-    from hardneg.executor import run_units
-
     index_dir = Path(index_dir).absolute()
-    assembled = (index_dir / "dense" / "embeddings.npy").exists()
+    assembled = has_embeddings(index_dir)
     units = [(name, ("document", chunk)) for name, chunk in chunk_units(texts, cfg)]
     if queries is not None:
         units.append((QUERIES, ("query", queries)))
@@ -123,22 +159,19 @@ def encode_units(index_dir: Path, texts: list[str], cfg, execution, queries: lis
 def encode_corpus(texts: list[str], dense_dir: Path, cfg) -> tuple[Path, dict]:
     """Encode the missing chunks of `texts` in this process (none, after `encode_units`), then assemble
     `dense_dir/embeddings.npy` without holding more than one chunk in memory. Returns (path, params)."""
-    from hardneg.executor import LOCAL
-
     dense_dir = Path(dense_dir)
     encode_units(dense_dir.parent, texts, cfg, LOCAL)
     out = dense_dir / "embeddings.npy"
     if not out.exists():  # else a run killed after assembling it
         paths = [dense_dir.parent / name for name, _ in chunk_units(texts, cfg)]
         dim = int(np.load(paths[0], mmap_mode="r").shape[1])
-        tmp = dense_dir / ".embeddings.npy.tmp"
-        full = np.lib.format.open_memmap(tmp, mode="w+", dtype=cfg.embedding_dtype, shape=(len(texts), dim))
-        size = cfg.encode_chunk_size
-        for c, path in enumerate(paths):
-            full[c * size : (c + 1) * size] = np.load(path)
-        full.flush()
-        del full
-        os.replace(tmp, out)
+        with atomic_file(out) as tmp:
+            full = np.lib.format.open_memmap(tmp, mode="w+", dtype=cfg.embedding_dtype, shape=(len(texts), dim))
+            size = cfg.encode_chunk_size
+            for c, path in enumerate(paths):
+                full[c * size : (c + 1) * size] = np.load(path)
+            full.flush()
+            del full
     shutil.rmtree(dense_dir / "chunks", ignore_errors=True)
     encoder = dense_dir / "encoder.json"
     params = {
@@ -207,31 +240,25 @@ class Dense:
         params["faiss"] = fp = faiss_params(cfg, len(texts))
         if fp["type"] != "flat":
             index = build_faiss(np.load(path, mmap_mode="r"), fp)
-            tmp = dense_dir / ".faiss.index.tmp"
-            faiss.write_index(index, str(tmp))
-            os.replace(tmp, dense_dir / "faiss.index")
-        (dense_dir / "params.json").write_text(json.dumps(params, indent=2) + "\n")
+            with atomic_file(dense_dir / "faiss.index") as tmp:
+                faiss.write_index(index, str(tmp))
+        atomic_write_bytes(Path(index_dir) / PARAMS, (json.dumps(params, indent=2) + "\n").encode())
         return {"faiss": fp, "embedding_dtype": params["dtype"], "embedding_dim": params["dim"]}
 
     def __init__(self, index_dir: Path, cfg):
         import faiss
 
         self.cfg = cfg
-        dense_dir = Path(index_dir) / "dense"
-        self.params = json.loads((dense_dir / "params.json").read_text())
-        self.embeddings = np.load(dense_dir / "embeddings.npy", mmap_mode="r")
+        _, self.embeddings, self.params = load_embeddings(index_dir, ids=False)
         fp = self.params["faiss"]
         if fp["type"] == "flat":
             self.index = build_faiss(self.embeddings, fp)
         else:
-            self.index = faiss.read_index(str(dense_dir / "faiss.index"))
+            self.index = faiss.read_index(str(Path(index_dir) / "dense" / "faiss.index"))
         if fp["type"] == "ivf":
             self.index.nprobe = fp["nprobe"]
-        import pyarrow.parquet as pq
-
-        texts = pq.read_table(dense_dir / "queries.parquet")["text"].to_pylist()
+        texts, self.query_emb = load_query_embeddings(index_dir)
         self.query_row = {t: i for i, t in enumerate(texts)}
-        self.query_emb = np.load(dense_dir / "queries.npy", mmap_mode="r")
         self.model = None  # loaded only for a query that is not in the index's query cache
         self._last: tuple[list[str], np.ndarray] | None = None
 

@@ -44,8 +44,8 @@ from hardneg import __version__, schemas
 from hardneg.config import ExportConfig, asdict
 from hardneg.errors import HardnegError
 from hardneg.io import data
-from hardneg.io.stagedir import (atomic_write_bytes, check_not_input, content_digest, dataset_digest, file_sha256,
-                                 read_manifest, read_stage, require_finished, write_parquet)
+from hardneg.io.stagedir import (atomic_file, atomic_write_bytes, check_not_input, content_digest, dataset_digest,
+                                 file_sha256, read_manifest, read_stage, require_finished, write_parquet)
 
 PAIRED_FORMATS = ("triplets", "n-tuple", "margin-mse")
 
@@ -211,11 +211,9 @@ def write_rows(rows: pl.DataFrame, out: Path) -> None:
     if out.name.endswith(".parquet"):
         write_parquet(out, rows.to_arrow())
     else:
-        tmp = out.with_name(f".{out.name}.tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
+        with atomic_file(out) as tmp, open(tmp, "w", encoding="utf-8") as fh:
             for rec in rows.iter_rows(named=True):
                 fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-        os.replace(tmp, out)
 
 
 def dataset_dir(out: Path) -> Path:

@@ -31,39 +31,28 @@ Labeled positives are always kept.
 from __future__ import annotations
 
 import contextlib
-import json
+import functools
+import sys
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from hardneg import rules, schemas
-from hardneg.config import FilterConfig, asdict
+from hardneg.config import EncoderConfig, FilterConfig, asdict
 from hardneg.errors import HardnegError
-from hardneg.executor import LOCAL, Execution
+from hardneg.executor import LOCAL, Execution, run_units
 from hardneg.io import data
-from hardneg.io.stagedir import StageWriter, finished_parts, part_paths, read_part, require_finished
+from hardneg.io.stagedir import StageWriter, finished_parts, input_dir, read_part, require_finished, save_table
+from hardneg.models import load_sentence_transformer
+from hardneg.retrievers import dense
 from hardneg.sampling import select
+from hardneg.scores import positive_reference
 
 NOT_SCORED = "not_scored"  # see hardneg.stages.score: adaptive depth
 SHOWN_SHORT_QUERIES = 20  # ids of short queries listed in the manifest (all are counted)
-
-
-def positive_reference(df: pl.DataFrame, how: str, floor_rank: int = 0) -> pl.DataFrame:
-    """Per query `_pos`: the min/mean/max of its positives' teacher scores, raised to the weakest score among its
-    candidates ranked 1..floor_rank when it is below all of them (floor_rank > 0)."""
-    agg = {"min": pl.col("teacher_score").min(), "mean": pl.col("teacher_score").mean(),
-           "max": pl.col("teacher_score").max()}[how]
-    ref = df.filter(pl.col("is_positive")).group_by("query_id").agg(agg.alias("_pos"))
-    if floor_rank > 0:
-        floor = (df.filter(~pl.col("is_positive") & (pl.col("rank") <= floor_rank))
-                 .group_by("query_id").agg(pl.col("teacher_score").min().alias("_floor")))
-        ref = (ref.join(floor, on="query_id", how="left")
-               .with_columns(pl.max_horizontal("_pos", "_floor").alias("_pos")).drop("_floor"))
-    return ref
 
 
 def filter_table(scored: pa.Table, cfg: FilterConfig, duplicate=None) -> pa.Table:
@@ -118,25 +107,21 @@ def filter_table(scored: pa.Table, cfg: FilterConfig, duplicate=None) -> pa.Tabl
 # -- near-duplicates of positives ------------------------------------------------------------------------------
 
 class DocEmbeddings:
-    """Normalized document embeddings, by doc_id: a dense index's cached `embeddings.npy`, or a model's encodings
-    of the documents asked for (each encoded once)."""
+    """Normalized document embeddings, by doc_id: a dense index's embeddings (`hardneg.retrievers.dense`), or a
+    model's encodings of the documents asked for (each encoded once)."""
 
     def __init__(self, index_dir: Path | None, model: str, doc_text: dict[str, str], corpus_digest: str):
         self.doc_text = doc_text
         self.model_name = model
         self.model = None
         self.rows: dict[str, int] = {}
-        self.source = f"model:{model}"
+        self.source = embeddings_source(index_dir, model)
         if index_dir is not None:
-            dense = Path(index_dir) / "dense"
-            params = json.loads((dense / "params.json").read_text())
+            ids, self.emb, params = dense.load_embeddings(index_dir)
             if params.get("text_sha256") != corpus_digest:
                 raise HardnegError(f"{index_dir}: its dense embeddings are of other document texts than the data's; "
                                    f"pass the index built from this data (--index) or none")
-            ids = pq.read_table(Path(index_dir) / "doc_ids.parquet")["doc_id"].to_pylist()
             self.rows = {d: i for i, d in enumerate(ids)}
-            self.emb = np.load(dense / "embeddings.npy", mmap_mode="r")
-            self.source = f"index:{index_dir} ({params.get('model')})"
         else:
             self.emb = np.zeros((0, 0), dtype=np.float32)
 
@@ -144,18 +129,21 @@ class DocEmbeddings:
         missing = [d for d in dict.fromkeys(doc_ids) if d not in self.rows]
         if missing:
             if self.model is None:
-                from hardneg.config import EncoderConfig
-                from hardneg.models import load_sentence_transformer
-
                 self.cfg = EncoderConfig(model=self.model_name)
                 self.model = load_sentence_transformer(self.model_name, None, None, False)
-            from hardneg.retrievers.dense import encode
-
-            new = encode(self.model, [self.doc_text[d] for d in missing], self.cfg, "", "filter: embedding documents")
+            new = dense.encode(self.model, [self.doc_text[d] for d in missing], self.cfg, "",
+                               "filter: embedding documents")
             start = self.emb.shape[0]
             self.emb = new if start == 0 else np.concatenate([self.emb, new])
             self.rows.update({d: start + i for i, d in enumerate(missing)})
         return np.fromiter((self.rows[d] for d in doc_ids), dtype=np.int64, count=len(doc_ids))
+
+
+def embeddings_source(index_dir: Path | None, model: str) -> str:
+    """Where `DocEmbeddings` takes its vectors from, as the manifest names it."""
+    if index_dir is None:
+        return f"model:{model}"
+    return f"index:{index_dir} ({(dense.read_params(index_dir) or {}).get('model')})"
 
 
 def near_duplicates(scored: pa.Table, norm_text: dict[str, str], threshold: float | None,
@@ -203,39 +191,77 @@ def check_scores(table: pa.Table, where: str, unscored_ok: bool = False) -> None
                            f"--dtype, and --max-length), rescore with `hardneg score ... --overwrite`")
 
 
-def _upstream(stage_dir: Path, stage: str, position: int) -> Path | None:
-    """The input directory `position` recorded in a finished stage's manifest (e.g. score's data dir), if present."""
-    inputs = require_finished(stage_dir, stage).get("inputs", [])
-    if len(inputs) > position and Path(inputs[position]["path"]).is_dir():
-        return Path(inputs[position]["path"])
-    return None
-
-
-def summarize(out: Path, cfg: FilterConfig) -> dict:
-    df = pl.concat([pl.read_parquet(p, columns=["query_id", "rank", "is_positive", "keep", "reason"])
-                    for p in part_paths(out)]) if part_paths(out) else pl.DataFrame(
-        schema={"query_id": pl.String, "rank": pl.Int32, "is_positive": pl.Boolean, "keep": pl.Boolean,
-                "reason": pl.String})
+def part_stats(filtered: pa.Table, cfg: FilterConfig) -> dict:
+    """The statistics of one filtered part that the manifest's summary adds up (`summary`). Every row of a query is
+    in the same part (`mine` writes them so), so per-query counts add up over parts too."""
+    df = pl.from_arrow(filtered.select(["query_id", "rank", "is_positive", "keep", "reason"]))
     neg = df.filter(~pl.col("is_positive"))
     per_query = df.group_by("query_id").agg((pl.col("keep") & ~pl.col("is_positive")).sum().alias("n"))
-    reasons = neg.filter(pl.col("reason").is_not_null())["reason"].value_counts(sort=True)
-    res = {
-        "rows": df.height,
-        "queries": per_query.height,
-        "negatives_kept": int(neg["keep"].sum()),
-        "dropped_by_reason": {r: int(c) for r, c in reasons.iter_rows()},
-        "short_policy": cfg.short_policy,
-    }
+    reasons = neg.filter(pl.col("reason").is_not_null())["reason"].value_counts()
+    stats = {"rows": df.height, "queries": per_query.height, "negatives_kept": int(neg["keep"].sum()),
+             "dropped_by_reason": {r: int(c) for r, c in reasons.iter_rows()}}
     if cfg.negatives_per_query > 0:
         short = per_query.filter(pl.col("n") < cfg.negatives_per_query).sort("query_id")
-        res["queries_short"] = short.height  # fewer than negatives_per_query negatives in the output
-        res["short_query_ids"] = short["query_id"].head(SHOWN_SHORT_QUERIES).to_list()
+        stats["queries_short"] = short.height
+        stats["short_query_ids"] = short["query_id"].head(SHOWN_SHORT_QUERIES).to_list()
         if cfg.short_policy == "drop":
-            res["queries_dropped_short"] = int(neg.filter(pl.col("reason") == "too_few_negatives")["query_id"]
-                                               .n_unique())
+            stats["queries_dropped_short"] = int(neg.filter(pl.col("reason") == "too_few_negatives")["query_id"]
+                                                 .n_unique())
         if cfg.short_policy == "pad":
-            res["negatives_padded"] = int(neg.filter(pl.col("keep") & (pl.col("rank") > cfg.rank_max)).height)
+            stats["negatives_padded"] = int(neg.filter(pl.col("keep") & (pl.col("rank") > cfg.rank_max)).height)
+    return stats
+
+
+def summary(stats: dict, cfg: FilterConfig) -> dict:
+    """The manifest's summary from the parts' statistics (`part_stats`), added up."""
+    reasons = sorted(stats.get("dropped_by_reason", {}).items(), key=lambda rc: (-rc[1], rc[0]))
+    res = {"rows": stats.get("rows", 0), "queries": stats.get("queries", 0),
+           "negatives_kept": stats.get("negatives_kept", 0), "dropped_by_reason": dict(reasons),
+           "short_policy": cfg.short_policy}
+    if cfg.negatives_per_query > 0:
+        res["queries_short"] = stats.get("queries_short", 0)  # fewer than negatives_per_query negatives
+        res["short_query_ids"] = sorted(stats.get("short_query_ids", []))[:SHOWN_SHORT_QUERIES]
+        if cfg.short_policy == "drop":
+            res["queries_dropped_short"] = stats.get("queries_dropped_short", 0)
+        if cfg.short_policy == "pad":
+            res["negatives_padded"] = stats.get("negatives_padded", 0)
     return res
+
+
+class FilterWorker:
+    """Filters one scored part (a unit of `hardneg.executor`); built once per process with what the near-duplicate
+    rule needs: the document texts of `data_dir` and, with `dup_threshold`, `DocEmbeddings` (from `index_dir`'s
+    dense index, else `dup_model`). Needs no GPU (pass --ray-gpus-per-actor to give `dup_model` one)."""
+
+    cpu_only = True
+
+    def __init__(self, cfg: FilterConfig, adaptive: bool, data_dir: Path | None = None,
+                 index_dir: Path | None = None):
+        self.cfg, self.adaptive = cfg, adaptive
+        self.norm_text, self.embeddings = None, None
+        if "near-duplicate" in cfg.rules:
+            corpus = data.load(data_dir, ("corpus",))["corpus"]
+            texts = data.document_texts(corpus)
+            doc_text = dict(zip(corpus["doc_id"].to_pylist(), texts))
+            self.norm_text = data.normalize_by_id(doc_text)
+            if cfg.dup_threshold is not None:
+                self.embeddings = DocEmbeddings(index_dir, cfg.dup_model, doc_text, dense.text_digest(texts))
+
+    def __call__(self, part: Path) -> tuple[pa.Table, dict]:
+        table = read_part(part, schemas.SCORED)
+        check_scores(table, str(part), unscored_ok=self.adaptive)
+        mask = (near_duplicates(table, self.norm_text, self.cfg.dup_threshold, self.embeddings)
+                if self.norm_text is not None else None)
+        filtered = filter_table(table, self.cfg, mask)
+        return filtered, part_stats(filtered, self.cfg)
+
+
+def save_filtered(path: Path, filtered: pa.Table, dropped_out: Path | None = None) -> int:
+    """A filtered part as the executors write it: its dropped rows into `dropped_out` first (so the main output's
+    part is the one to check for both), then the part."""
+    if dropped_out is not None:
+        save_table(Path(dropped_out) / path.name, filtered.filter(pc.invert(filtered["keep"])))
+    return save_table(path, filtered)
 
 
 def run(scored_dir: Path, out: Path, cfg: FilterConfig, overwrite: bool = False, data_dir: Path | None = None,
@@ -251,35 +277,26 @@ def run(scored_dir: Path, out: Path, cfg: FilterConfig, overwrite: bool = False,
     if depth_rules is not None:  # `score` stopped early on these rules: other rules may leave queries short
         summary_extra["scored_for_these_rules"] = depth_rules == asdict(cfg)
         if depth_rules != asdict(cfg):
-            import sys
-
             print(f"warning: {scored_dir} was scored with adaptive depth for other filter rules; candidates it did "
                   f"not score are dropped as not_scored (rescore, or score with --depth full)", file=sys.stderr)
     if dup:
-        data_dir = data_dir or _upstream(scored_dir, "score", 1)
+        data_dir = data_dir or input_dir(scored_dir, "import", score_manifest)
         if data_dir is None:
             raise HardnegError(f"{scored_dir}: the rule near-duplicate needs the document texts; pass --data DATA")
-        corpus = data.load(data_dir)["corpus"]
-        texts = data.document_texts(corpus)
-        doc_text = dict(zip(corpus["doc_id"].to_pylist(), texts))
-        norm_text = data.normalize_by_id(doc_text)
-        embeddings = None
+        data.load(data_dir, ())  # a finished import directory, checked before anything is written
         if cfg.dup_threshold is not None:
-            from hardneg.retrievers.dense import text_digest
-
             if index_dir is None:
-                mined = _upstream(scored_dir, "score", 0)
-                chained = _upstream(mined, "mine", 0) if mined else None
-                if chained is not None and (chained / "dense" / "embeddings.npy").exists():
+                mined = input_dir(scored_dir, "mine", score_manifest)
+                chained = input_dir(mined, "index", require_finished(mined, "mine")) if mined else None
+                if chained is not None and dense.has_embeddings(chained):
                     index_dir = chained
-            elif not (Path(index_dir) / "dense" / "embeddings.npy").exists():
-                raise HardnegError(f"{index_dir}: has no dense embeddings (dense/embeddings.npy); pass an index "
+            elif not dense.has_embeddings(index_dir):
+                raise HardnegError(f"{index_dir}: has no dense embeddings ({dense.EMBEDDINGS}); pass an index "
                                    f"built with --retriever dense or hybrid, or no --index to embed with dup_model")
-            embeddings = DocEmbeddings(index_dir, cfg.dup_model, doc_text, text_digest(texts))
-            summary_extra["dup_embeddings"] = embeddings.source
+            summary_extra["dup_embeddings"] = embeddings_source(index_dir, cfg.dup_model)
         summary_extra["dup_texts"] = str(data_dir)
     inputs = [scored_dir]
-    parts = finished_parts(scored_dir, "score")
+    units = [(p.name, p.absolute()) for p in finished_parts(scored_dir, "score")]
     adaptive = str(score_manifest.get("summary", {}).get("depth", "")).startswith("adaptive")
     with contextlib.ExitStack() as stack:
         reads = [data_dir, index_dir, dropped_out]
@@ -292,21 +309,19 @@ def run(scored_dir: Path, out: Path, cfg: FilterConfig, overwrite: bool = False,
             side = stack.enter_context(StageWriter(dropped_out, "filter-dropped", asdict(cfg), inputs=inputs,
                                                    overwrite=overwrite, shard=execution.shard, requeue_ok=False,
                                                    reads=[data_dir, index_dir, out]))
-        for n, path in enumerate(parts):
-            if not execution.owns(n) or (w.has(path.name) and (side is None or side.has(path.name))):
-                continue
-            table = read_part(path, schemas.SCORED)
-            check_scores(table, str(path), unscored_ok=adaptive)
-            mask = near_duplicates(table, norm_text, cfg.dup_threshold, embeddings) if dup else None
-            filtered = filter_table(table, cfg, mask)
-            if side is not None:
-                side.write_table(path.name, filtered.filter(pc.invert(filtered["keep"])))
-            w.write_table(path.name, filtered)
+        spec = {"cfg": cfg, "adaptive": adaptive,
+                "data_dir": Path(data_dir).absolute() if dup else None,
+                "index_dir": Path(index_dir).absolute() if dup and index_dir is not None else None}
+        save = functools.partial(save_filtered, dropped_out=side.out.absolute() if side is not None else None)
+        run_units(units, FilterWorker, spec, w.out, save, execution,
+                  lambda name: w.has(name) and (side is None or side.has(name)), "filter: parts", w.record)
         # a part of `side` is written before its part of `w`, so checking `w`'s parts covers both
-        if not w.claim_finish([p.name for p in parts]):
+        names = [name for name, _ in units]
+        if not w.claim_finish(names):
             return w.shard_pending()
-        summary = {**summarize(w.out, cfg), **summary_extra}
+        stats = w.unit_totals(names, lambda path: part_stats(read_part(path, schemas.FILTERED), cfg))
+        result = {**summary(stats, cfg), **summary_extra}
         if side is not None:
             side.finish(summary={"dropped_from": str(out)})
-            summary["dropped_out"] = str(dropped_out)
-        return w.finish(summary=summary)
+            result["dropped_out"] = str(dropped_out)
+        return w.finish(summary=result)

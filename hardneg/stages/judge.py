@@ -40,11 +40,11 @@ from hardneg.errors import HardnegError
 from hardneg.executor import LOCAL, Execution, run_units
 from hardneg.io import data
 from hardneg.io.data import text_hash
-from hardneg.io.stagedir import (StageWriter, finished_parts, part_paths, read_part, require_finished, save_table,
+from hardneg.io.stagedir import (StageWriter, finished_parts, read_part, require_finished, save_table,
                                  write_parquet)
 from hardneg.judges import (JudgeSpec, estimate_tokens, identity, label, load_judge, messages, prompt_hash,
                             prompt_template, spec_from_dict)
-from hardneg.stages.filter import positive_reference
+from hardneg.scores import positive_reference
 
 CACHE_SCHEMA = pa.schema([("key", pa.uint64()), ("prompt_hash", pa.string()), ("score", pa.float32())])
 CHUNK = 64  # calls between cache writes (rounded to the judge's batch size)
@@ -172,7 +172,7 @@ class JudgeWorker:
     def __call__(self, part: Path) -> tuple[pa.Table, dict]:
         df, pairs = self.suspects(part)
         convs, keys = self.conversations(pairs)
-        stats: dict = {"suspects": len(keys)}
+        stats: dict = {}
         verdicts: list[list[dict]] = [[] for _ in keys]
         active = list(range(len(keys)))
         for n, level in enumerate(self.levels, 1):
@@ -209,8 +209,17 @@ class JudgeWorker:
         v = pa.array([json.loads(x) if x is not None else None for x in out["_v"].to_list()],
                      pa.list_(schemas.VERDICT))
         table = table.append_column("verdicts", v)
-        stats["relevant"] = int(out.filter(pl.col("judge_relevant").fill_null(False)).height)
-        return schemas.conform(table, schemas.JUDGED, "judged"), stats
+        table = schemas.conform(table, schemas.JUDGED, "judged")
+        return table, {**stats, **part_stats(table)}
+
+
+def part_stats(judged: pa.Table) -> dict:
+    """The statistics of one judged part that the manifest's summary adds up: suspects, judged relevant, and how
+    many each judge of the cascade decided (the last one that read them)."""
+    df = pl.from_arrow(judged.select(["suspect", "judge_relevant", "judge_level"]))
+    levels = df["judge_level"].drop_nulls().value_counts()
+    return {"suspects": int(df["suspect"].sum()), "judged_relevant": int(df["judge_relevant"].fill_null(False).sum()),
+            "decided": {str(n): int(c) for n, c in levels.iter_rows()}}
 
 
 def plan(worker: JudgeWorker, parts: list[Path]) -> dict:
@@ -263,15 +272,14 @@ def run(filtered_dir: Path, data_dir: Path, out: Path, cfg: JudgeConfig, overwri
                 log(line)
         units = [(p.name, p.absolute()) for p in parts]
         stats = run_units(units, JudgeWorker, spec, w.out, save_table, execution, w.has, "judge: parts", w.record)
-        if not w.claim_finish([name for name, _ in units], stats):
+        names = [name for name, _ in units]
+        if not w.claim_finish(names, stats):
             return w.shard_pending()
-        judged = pl.concat([pl.read_parquet(p, columns=["suspect", "judge_relevant", "judge_level"])
-                            for p in part_paths(w.out)]) if parts else None
-        summary = {"suspects": int(judged["suspect"].sum()) if parts else 0,
-                   "judged_relevant": int(judged["judge_relevant"].fill_null(False).sum()) if parts else 0,
+        counts = w.unit_totals(names, lambda path: part_stats(read_part(path, schemas.JUDGED)))
+        summary = {"suspects": counts.get("suspects", 0), "judged_relevant": counts.get("judged_relevant", 0),
                    "judges": []}
         for n, s in enumerate(specs(cfg), 1):
-            decided = int((judged["judge_level"] == n).sum()) if parts else 0
+            decided = counts.get("decided", {}).get(str(n), 0)
             summary["judges"].append({
                 "judge": label(s), "threshold": s.threshold, "decided": decided,
                 # of this run (a resumed run does not count the parts it found)

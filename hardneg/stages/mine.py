@@ -26,8 +26,8 @@ from hardneg.config import IndexConfig, MineConfig, asdict
 from hardneg.errors import HardnegError
 from hardneg.executor import LOCAL, Execution, run_units
 from hardneg.io import data
-from hardneg.io.stagedir import StageWriter, dataset_digest, part_paths, require_finished, save_table
-from hardneg.registry import RETRIEVERS, lookup
+from hardneg.io.stagedir import StageWriter, dataset_digest, read_part, require_finished, save_table
+from hardneg.registry import RETRIEVERS, lookup, uses_dense
 
 
 def positives_by_query(qrels: pa.Table, min_relevance: int) -> dict[str, list[str]]:
@@ -132,7 +132,17 @@ class MineWorker:
         idx, scores, sources = self.retriever.search(texts, self.cfg.range_max or self.cfg.top_k)
         table = batch_rows(self.retriever, batch, texts, idx, scores, sources, self.doc_ids, self.text_key,
                            self.positives, self.pos_row, self.index_cfg.retriever)
-        return select_candidates(table, self.cfg), {}
+        table = select_candidates(table, self.cfg)
+        return table, part_stats(table)
+
+
+def part_stats(mined: pa.Table) -> dict:
+    """The statistics of one mined part that the manifest's summary adds up."""
+    positive = mined["is_positive"]
+    missed = pc.and_(positive, pc.is_null(mined["rank"]))
+    return {"positives_not_retrieved": pc.sum(missed).as_py() or 0,
+            "candidates": mined.num_rows - (pc.sum(positive).as_py() or 0),
+            "candidates_same_text_as_positive": pc.sum(mined["same_text_as_positive"]).as_py() or 0}
 
 
 def run(index_dir: Path, data_dir: Path, out: Path, cfg: MineConfig, overwrite: bool = False,
@@ -165,19 +175,18 @@ def run(index_dir: Path, data_dir: Path, out: Path, cfg: MineConfig, overwrite: 
         spec = {"index_dir": Path(index_dir).absolute(), "data_dir": Path(data_dir).absolute(), "cfg": cfg,
                 "index_cfg": index_cfg}
         run_units(units, MineWorker, spec, w.out, save_table, execution, w.has, "mine: query batches", w.record)
-        if not w.claim_finish([name for name, _ in units]):
+        names = [name for name, _ in units]
+        if not w.claim_finish(names):
             return w.shard_pending()
         n_pos = sum(len(positives[q]) for q in qids)
-        counts = pl.from_arrow(pa.concat_tables(
-            pq.read_table(p, columns=["rank", "is_positive", "same_text_as_positive"]) for p in part_paths(w.out)
-        )) if units else pl.DataFrame({"rank": [], "is_positive": [], "same_text_as_positive": []})
+        counts = w.unit_totals(names, lambda path: part_stats(read_part(path, schemas.MINED)))
         summary = {
             "queries": len(qids),
             "queries_without_positive_skipped": len(qids_all) - len(qids),
             "positives": n_pos,
-            "positives_not_retrieved": counts.filter(pl.col("is_positive") & pl.col("rank").is_null()).height,
-            "candidates": counts.filter(~pl.col("is_positive")).height,
-            "candidates_same_text_as_positive": int(counts["same_text_as_positive"].sum() or 0),
+            "positives_not_retrieved": counts.get("positives_not_retrieved", 0),
+            "candidates": counts.get("candidates", 0),
+            "candidates_same_text_as_positive": counts.get("candidates_same_text_as_positive", 0),
             "retriever": index_cfg.retriever,
             "top_k": cfg.top_k,
             "depth": depth,
@@ -187,8 +196,8 @@ def run(index_dir: Path, data_dir: Path, out: Path, cfg: MineConfig, overwrite: 
         }
         if index_cfg.retriever == "hybrid":
             summary["fusion"] = cfg.fusion
-        dense = index_cfg.retriever in ("dense", "hybrid")
-        return w.finish(summary=summary, models={"embedding": index_cfg.model} if dense else {})
+        models = {"embedding": index_cfg.model} if uses_dense(index_cfg.retriever) else {}
+        return w.finish(summary=summary, models=models)
 
 
 def batch_rows(retriever, batch, texts, idx, scores, sources, doc_ids: pa.Array, text_key: np.ndarray, positives,

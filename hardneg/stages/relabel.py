@@ -41,10 +41,10 @@ import pyarrow as pa
 from hardneg import schemas
 from hardneg.config import JUDGE_POLICIES, RelabelConfig, asdict
 from hardneg.errors import HardnegError
-from hardneg.executor import LOCAL, Execution
-from hardneg.io.stagedir import StageWriter, finished_parts, part_paths, read_part, require_finished
+from hardneg.executor import LOCAL, Execution, run_units
+from hardneg.io.stagedir import StageWriter, finished_parts, read_part, require_finished, save_table
 from hardneg.rules import RULES
-from hardneg.stages.filter import positive_reference
+from hardneg.scores import positive_reference
 
 
 def relabel_table(filtered: pa.Table, cfg: RelabelConfig) -> pa.Table:
@@ -106,23 +106,41 @@ def judge_labels(df: pl.DataFrame, cfg: RelabelConfig, policy: str) -> pl.DataFr
     )
 
 
+def part_stats(relabeled: pa.Table) -> dict:
+    """The statistics of one relabeled part that the manifest's summary adds up: rows by `label/label_source`."""
+    counts = pl.from_arrow(relabeled.select(["label", "label_source"])).group_by("label", "label_source").len()
+    return {"labels": {f"{a}/{b}": int(n) for a, b, n in counts.iter_rows()}}
+
+
+class RelabelWorker:
+    """Relabels one filtered (or judged) part: a unit of `hardneg.executor`."""
+
+    cpu_only = True
+
+    def __init__(self, cfg: RelabelConfig, judged: bool):
+        self.cfg = cfg
+        self.schema = schemas.JUDGED if judged else schemas.FILTERED
+
+    def __call__(self, part: Path) -> tuple[pa.Table, dict]:
+        table = relabel_table(read_part(part, self.schema), self.cfg)
+        return table, part_stats(table)
+
+
 def run(filtered_dir: Path, out: Path, cfg: RelabelConfig, overwrite: bool = False,
         execution: Execution = LOCAL) -> dict:
     stage = require_finished(filtered_dir, ("filter", "judge"))["stage"]
-    schema = schemas.JUDGED if stage == "judge" else schemas.FILTERED
     if cfg.policy in JUDGE_POLICIES and stage != "judge":
         raise HardnegError(f"{filtered_dir}: policy {cfg.policy} acts on an LLM judge's verdicts, and this is a "
                            f"{stage} output; run `hardneg judge {filtered_dir} --data DATA --out JUDGED` and relabel "
                            f"JUDGED")
-    parts = finished_parts(filtered_dir, stage)
+    units = [(p.name, p.absolute()) for p in finished_parts(filtered_dir, stage)]
     with StageWriter(out, "relabel", asdict(cfg), inputs=[filtered_dir], overwrite=overwrite,
                      shard=execution.shard) as w:
-        for n, path in enumerate(parts):
-            if execution.owns(n) and not w.has(path.name):
-                w.write_table(path.name, relabel_table(read_part(path, schema), cfg))
-        if not w.claim_finish([p.name for p in parts]):
+        spec = {"cfg": cfg, "judged": stage == "judge"}
+        run_units(units, RelabelWorker, spec, w.out, save_table, execution, w.has, "relabel: parts", w.record)
+        names = [name for name, _ in units]
+        if not w.claim_finish(names):
             return w.shard_pending()
-        labels = pl.concat([pl.read_parquet(p, columns=["label", "label_source"]) for p in part_paths(w.out)])
-        counts = labels.group_by("label", "label_source").len().sort("label", "label_source")
+        labels = w.unit_totals(names, lambda path: part_stats(read_part(path, schemas.RELABELED))).get("labels", {})
         return w.finish(summary={"policy": "drop" if not cfg.promote else cfg.policy,
-                                 "labels": {f"{a}/{b}": int(n) for a, b, n in counts.iter_rows()}})
+                                 "labels": dict(sorted(labels.items()))})

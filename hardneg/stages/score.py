@@ -17,20 +17,26 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 
 from hardneg import schemas
 from hardneg.config import FilterConfig, RelabelConfig, ScoreConfig, asdict
+from hardneg.errors import HardnegError
+from hardneg.executor import LOCAL, Execution, run_units
 from hardneg.io import data
 from hardneg.io.data import text_hash
-from hardneg.executor import LOCAL, Execution, run_units
-from hardneg.io.stagedir import (StageWriter, finished_parts, part_paths, read_manifest, read_part, require_finished,
-                                 save_table,
-                                 write_parquet)
+from hardneg.io.stagedir import (SUCCESS, StageWriter, content_digest, dataset_digest, finished_parts, input_dir,
+                                 input_record, read_manifest, read_part, require_finished, save_table, write_parquet)
+from hardneg.models import resolve, weights_digest
 from hardneg.registry import TEACHERS, lookup
+from hardneg.retrievers import dense
+from hardneg.stages.filter import DocEmbeddings, filter_table, near_duplicates
 from hardneg.teachers import load_teacher
 from hardneg.teachers.bi_encoder import BiEncoderTeacher
+from hardneg.teachers.embeddings import (EmbeddingCache, IndexEmbeddings, index_encoder_identity,
+                                         teacher_encoder_identity)
 
 KEY = ["query_id", "doc_id", "query_hash", "doc_hash"]
 CACHE_SCHEMA = pa.schema([("query_id", pa.string()), ("doc_id", pa.string()), ("query_hash", pa.uint64()),
@@ -40,9 +46,6 @@ CACHE_SCHEMA = pa.schema([("query_id", pa.string()), ("doc_id", pa.string()), ("
 def teacher_identity(cfg: ScoreConfig) -> dict:
     """What makes two teachers give the same scores (not batch size or device); a local model's weights are hashed,
     so changed weights miss the cache."""
-    from hardneg.errors import HardnegError
-    from hardneg.models import resolve, weights_digest
-
     model = cfg.model
     if Path(model).expanduser().exists():
         model = str(Path(model).expanduser().resolve())
@@ -62,14 +65,11 @@ def index_to_reuse(mined_dir: Path, data_dir: Path, cfg: ScoreConfig) -> tuple[P
     """The dense index whose embeddings a bi-encoder teacher can read instead of encoding: the one `mine` recorded
     as its input (still the same content, built from `data_dir`) when its encoder's resolved identity is the
     teacher's. Returns (index dir or None, why)."""
-    from hardneg.io.stagedir import SUCCESS, content_digest, dataset_digest, read_manifest
-    from hardneg.teachers.embeddings import index_encoder_identity, teacher_encoder_identity
-
     if cfg.teacher_kind != "bi-encoder":
         return None, "cross-encoder teacher"
-    recorded = read_manifest(mined_dir).get("inputs", [{}])[0]
+    recorded = input_record(read_manifest(mined_dir), "index") or {}
     index_dir = Path(recorded.get("path", ""))
-    if not (index_dir / SUCCESS).exists() or not (index_dir / "dense" / "embeddings.npy").exists():
+    if not (index_dir / SUCCESS).exists() or not dense.has_embeddings(index_dir):
         return None, "no dense index recorded by mine"
     if content_digest(index_dir) != recorded.get("digest", recorded.get("manifest_sha256")):
         return None, "the index mine used has changed since"
@@ -110,8 +110,6 @@ class ScoreCache:
             keys = hashlib.sha256("\0".join(map(str, scored.select(KEY).rows())).encode()).hexdigest()[:32]
             write_parquet(self.dir / f"part-{keys}.parquet", scored.to_arrow().cast(CACHE_SCHEMA))
         except OSError as exc:
-            from hardneg.errors import HardnegError
-
             raise HardnegError(f"{self.dir}: cannot write the score cache ({exc.strerror}); pass another --cache "
                                f"or --no-cache") from None
         self.table = pl.concat([self.table, scored]).unique(KEY, keep="last")
@@ -182,8 +180,6 @@ class PairScorer:
         negatives, the next ranks up to twice the window, and so on up to the last rank. With `top` sampling the
         filter then keeps exactly what it keeps from the whole pool: its rules judge each candidate on its own
         against the (always scored) positives, and an unscored candidate ranks below every scored one."""
-        from hardneg.stages.filter import filter_table
-
         rules = self.depth_rules
         key = ["query_id", "doc_id"]
         df = df.with_row_index("_row").with_columns(
@@ -218,10 +214,6 @@ class PairScorer:
 
     def _duplicates(self, df: pl.DataFrame):
         """The filter's near-duplicate mask of the part's rows (it needs no teacher score)."""
-        import numpy as np
-
-        from hardneg.stages.filter import near_duplicates
-
         norm = data.normalize_by_id({d: self.doc_text[d] for d in df["doc_id"].unique().to_list()})
         table = df.select("query_id", "doc_id", "is_positive").to_arrow()
         return np.asarray(near_duplicates(table, norm, self.depth_rules.dup_threshold, self.dup_embeddings), bool)
@@ -281,15 +273,10 @@ class ScoreWorker:
         doc_text = dict(zip(c["doc_id"].to_pylist(), data.document_texts(c)))
         dup_embeddings = None
         if depth_rules is not None and "near-duplicate" in depth_rules.rules and depth_rules.dup_threshold is not None:
-            from hardneg.retrievers.dense import text_digest
-            from hardneg.stages.filter import DocEmbeddings
-
             dup_embeddings = DocEmbeddings(dup_index, depth_rules.dup_model, doc_text,
-                                           text_digest(data.document_texts(c)))
+                                           dense.text_digest(data.document_texts(c)))
         depth = {"depth_rules": depth_rules, "dup_embeddings": dup_embeddings}
         if cfg.teacher_kind == "bi-encoder":
-            from hardneg.teachers.embeddings import EmbeddingCache, IndexEmbeddings, teacher_encoder_identity
-
             sources = [IndexEmbeddings(index_dir)] if index_dir is not None else []
             ident = teacher_encoder_identity(cfg) if cache_dir is not None else None
             emb_cache = EmbeddingCache(cache_dir, ident) if ident is not None else None
@@ -301,7 +288,8 @@ class ScoreWorker:
             self.scorer = PairScorer(cfg, query_text, doc_text, cache, **depth)
 
     def _counts(self) -> dict:
-        counts = {k: v for k, v in self.scorer.counts.items() if k.endswith("_pairs")}
+        """What scoring cost so far: pairs from the cache, scored, skipped by depth; texts encoded, reused."""
+        counts = {k: self.scorer.counts[k] for k in ("cached_pairs", "scored_pairs", "skipped_pairs")}
         if self.bi_encoder is not None:
             counts.update(self.bi_encoder.counts)
         return counts
@@ -309,7 +297,13 @@ class ScoreWorker:
     def __call__(self, part: Path) -> tuple[pa.Table, dict]:
         before = self._counts()
         table = self.scorer.score(read_part(part, schemas.MINED))
-        return table, {k: v - before.get(k, 0) for k, v in self._counts().items()}
+        return table, {**{k: v - before.get(k, 0) for k, v in self._counts().items()}, **part_stats(table)}
+
+
+def part_stats(scored: pa.Table) -> dict:
+    """The statistics of one scored part that the manifest's summary adds up: its rows and distinct pairs."""
+    pairs = pl.from_arrow(scored.select(["query_id", "doc_id"])).select(pl.struct("query_id", "doc_id").n_unique())
+    return {"rows": scored.num_rows, "distinct_pairs": int(pairs.item())}
 
 
 def run(mined_dir: Path, data_dir: Path, out: Path, cfg: ScoreConfig, overwrite: bool = False,
@@ -327,8 +321,8 @@ def run(mined_dir: Path, data_dir: Path, out: Path, cfg: ScoreConfig, overwrite:
     rules, depth_why = depth_plan(cfg, filter_cfg, relabel_cfg, index_dir is not None)
     dup_index = None
     if rules is not None and rules.dup_threshold is not None:  # the embeddings `filter` would pick by default
-        recorded = Path(read_manifest(mined_dir)["inputs"][0]["path"])
-        dup_index = recorded.absolute() if (recorded / "dense" / "embeddings.npy").exists() else None
+        recorded = input_dir(mined_dir, "index")
+        dup_index = recorded.absolute() if recorded is not None and dense.has_embeddings(recorded) else None
     config = recorded_config(cfg, filter_cfg, relabel_cfg, mined_dir, data_dir)
     with StageWriter(out, "score", config, inputs=[mined_dir, data_dir], overwrite=overwrite,
                      shard=execution.shard) as w:
@@ -336,17 +330,16 @@ def run(mined_dir: Path, data_dir: Path, out: Path, cfg: ScoreConfig, overwrite:
                 "index_dir": index_dir.absolute() if index_dir is not None else None, "depth_rules": rules,
                 "dup_index": dup_index}
         stats = run_units(units, ScoreWorker, spec, w.out, save_table, execution, w.has, "score: parts", w.record)
-        if not w.claim_finish([name for name, _ in units], stats):
+        names = [name for name, _ in units]
+        if not w.claim_finish(names, stats):
             return w.shard_pending()
-        counts = pl.concat([pl.read_parquet(p, columns=["query_id", "doc_id"]).select(
-            pl.len().alias("rows"), pl.struct("query_id", "doc_id").n_unique().alias("distinct_pairs"))
-            for p in part_paths(w.out)]).sum() if units else None
+        counts = w.unit_totals(names, lambda path: part_stats(read_part(path, schemas.SCORED)))
         activation = lookup(TEACHERS, cfg.teacher_kind, "teacher kind").activation
         st = w.shard_stats
         summary = {"teacher": cfg.model, "teacher_kind": cfg.teacher_kind, "activation": activation,
                    "dtype": cfg.dtype,
-                   "rows": int(counts["rows"][0]) if units else 0,
-                   "distinct_pairs": int(counts["distinct_pairs"][0]) if units else 0,
+                   "rows": counts.get("rows", 0),
+                   "distinct_pairs": counts.get("distinct_pairs", 0),
                    # of the pairs scored by this run (a resumed run does not count the parts it found)
                    "cached_pairs": st.get("cached_pairs", 0),
                    "scored_pairs": st.get("scored_pairs", 0),
@@ -362,8 +355,6 @@ def run(mined_dir: Path, data_dir: Path, out: Path, cfg: ScoreConfig, overwrite:
         if cache_dir is None:
             summary["cache"] = None
         elif cfg.teacher_kind == "bi-encoder":
-            from hardneg.teachers.embeddings import EmbeddingCache, teacher_encoder_identity
-
             ident = teacher_encoder_identity(cfg)
             summary["cache"] = str(EmbeddingCache.path(cache_dir, ident)) if ident else None
         else:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -24,7 +23,11 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from hardneg.errors import HardnegError
 from hardneg.io.data import text_hash
+from hardneg.io.stagedir import atomic_file, atomic_write_bytes, write_parquet
+from hardneg.models import own_max_seq_length, resolve, weights_digest
+from hardneg.retrievers.dense import load_embeddings, load_query_embeddings, read_params
 
 KINDS = ("query", "document")
 
@@ -38,9 +41,6 @@ def encoder_identity(model: str, max_seq_length: int | None, query_prompt: str, 
     """What decides the embeddings a sentence-transformers encoder gives (not batch size or device), resolved: the
     model folder and a hash of its weights, the max_seq_length it really uses. None when the model cannot be
     resolved here (it is then loaded, and fails, as before)."""
-    from hardneg.errors import HardnegError
-    from hardneg.models import own_max_seq_length, resolve, weights_digest
-
     try:
         target = resolve(model, allow_download)
     except HardnegError:
@@ -59,10 +59,8 @@ def teacher_encoder_identity(cfg) -> dict | None:
 def index_encoder_identity(index_dir: Path) -> dict | None:
     """The resolved identity of a dense index's encoder, from `dense/params.json`; None when the index has no dense
     embeddings, stores them in float16 (not what a float32 teacher computes), or predates the fields needed."""
-    path = Path(index_dir) / "dense" / "params.json"
-    try:
-        params = json.loads(path.read_text())
-    except (OSError, ValueError):
+    params = read_params(index_dir)
+    if params is None:
         return None
     if params.get("dtype") != "float32" or not params.get("normalized") or not params.get("encoder_dtype"):
         return None
@@ -80,16 +78,11 @@ class IndexEmbeddings:
     source = "index"
 
     def __init__(self, index_dir: Path):
-        import pyarrow.parquet as pq
-
-        dense = Path(index_dir) / "dense"
         self.dir = Path(index_dir)
-        self.doc_emb = np.load(dense / "embeddings.npy", mmap_mode="r")
-        ids = pq.read_table(self.dir / "doc_ids.parquet", columns=["doc_id"])["doc_id"]
-        self.doc_rows = pl.DataFrame({"id": pl.Series(ids.to_pylist(), dtype=pl.String),
+        ids, self.doc_emb, _ = load_embeddings(index_dir)
+        self.doc_rows = pl.DataFrame({"id": pl.Series(ids, dtype=pl.String),
                                       "_r": np.arange(len(ids), dtype=np.int64)})
-        self.query_emb = np.load(dense / "queries.npy", mmap_mode="r")
-        texts = pq.read_table(dense / "queries.parquet")["text"].to_pylist()
+        texts, self.query_emb = load_query_embeddings(index_dir)
         self.query_row = {t: i for i, t in enumerate(texts)}
 
     def get(self, kind: str, texts: list[str], ids: list[str] | None) -> tuple[np.ndarray, np.ndarray]:
@@ -179,13 +172,9 @@ class EmbeddingCache:
             self.dir.mkdir(parents=True, exist_ok=True)
             ident = self.dir / "encoder.json"
             if not ident.exists():
-                ident.write_text(json.dumps(self.identity, indent=2, sort_keys=True) + "\n")
-            tmp = self.dir / f".emb-{name}.{os.getpid()}.tmp"
-            with open(tmp, "wb") as fh:
+                atomic_write_bytes(ident, (json.dumps(self.identity, indent=2, sort_keys=True) + "\n").encode())
+            with atomic_file(self.dir / f"emb-{name}.npy", unique=True) as tmp, open(tmp, "wb") as fh:
                 np.save(fh, np.ascontiguousarray(emb, dtype=np.float32))
-            os.replace(tmp, self.dir / f"emb-{name}.npy")
-            from hardneg.io.stagedir import write_parquet
-
             write_parquet(self.dir / f"keys-{name}.parquet",
                           pa.table({"kind": [kind] * len(texts), "text_hash": hashes,
                                     "row": np.arange(len(texts), dtype=np.int64)}, schema=self.KEYS))

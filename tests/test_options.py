@@ -66,6 +66,14 @@ def test_cli_defaults_and_help_are_the_dataclass_fields(name):
                 assert "<" + "|".join(choices) + ">" in help_text, f"{name} --{f.name}"
 
 
+def test_every_stage_that_runs_units_has_the_execution_options():
+    """index, mine, score, filter, judge and relabel all run through hardneg.executor; relabel never needs a GPU."""
+    for name in ("index", "mine", "score", "filter", "judge", "relabel"):
+        params = {p.name for p in commands()[name].params}
+        assert {"shard", "executor", "ray_actors"} <= params, name
+        assert ("ray_gpus_per_actor" in params) == (name != "relabel"), name
+
+
 def test_every_option_name_of_before_still_parses():
     for (name, flag), field_name in ALIASES.items():
         cmd = commands()[name]

@@ -43,6 +43,7 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -59,6 +60,16 @@ MANIFEST = "_manifest.json"
 SUCCESS = "_SUCCESS"
 SHARDS = "_shards"  # the shards' markers and the finishing lock (--shard I/N)
 LOCK = "_lock"  # the writer lock (flock); names its holder while held
+
+
+def peak_rss_mib() -> float | None:
+    """This process's peak resident set size in MiB (None where the platform does not say)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)  # bytes on macOS, KiB on Linux
 
 
 @contextlib.contextmanager
@@ -661,5 +672,8 @@ class StageWriter:
         if status == "finished":
             manifest["parts"] = dict(sorted(self.parts.items()))
             manifest["wall_seconds"] = round(time.time() - self.started, 3)
+            # the process's peak resident memory so far (under `hardneg run`, earlier stages' too: the stage whose
+            # figure is higher than the one before it raised the peak); Ray workers are other processes
+            manifest["process_peak_rss_mib"] = peak_rss_mib()
         self.write_json(MANIFEST, manifest)
         return manifest

@@ -102,41 +102,28 @@ def train_tiny_cross_encoder(dst: Path) -> Path:
 
 
 def train_cross_encoder(dst: Path, data: Path, steps: int, split: str = "train") -> Path:
-    """The tests' cross-encoder recipe (the packaged MiniLM backbone with a fresh head, BCE, lr 1e-4, batches of 8,
-    128 tokens, seed 0) for `steps` steps on `data`'s `split`: (query, labeled positive) vs (query, random
-    document) pairs. The tiny collection's model scores every NFCorpus pair about the same (-3.8 +- 0.01), so no
-    candidate falls 5% below a positive and every query stays short whatever the depth; trained on NFCorpus's train
-    split it is a teacher whose scores the filter can act on (the benchmark runs the test split)."""
+    """The tests' cross-encoder recipe (tests/conftest.py::train_cross_encoder) for `steps` steps on `data`'s
+    `split`: batches of 4 (query, labeled positive) and 4 (query, random document) pairs, seed 0. The tiny
+    collection's model scores every NFCorpus pair about the same (-3.8 +- 0.01), so no candidate falls 5% below a
+    positive and every query stays short whatever the depth; trained on NFCorpus's train split it is a teacher whose
+    scores the filter can act on (the benchmark runs the test split)."""
     if (dst / "config.json").exists():
         return dst
     import random
 
-    import torch
-    from sentence_transformers import CrossEncoder
-
-    from hardneg.models import resolve
+    sys.path.insert(0, str(ROOT / "tests"))
+    import conftest  # noqa: E402
 
     corpus, queries, pairs = read_beir_pairs(data, split)
-    torch.manual_seed(0)
     rng = random.Random(0)
     ids = sorted(corpus)
-    ce = CrossEncoder(resolve("all-MiniLM-L6-v2"), num_labels=1, max_length=128)
-    model, tok = ce.model, ce.tokenizer
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    for _ in range(steps):
-        batch = [(queries[q], corpus[d], 1.0) for q, d in rng.sample(pairs, 4)]
-        batch += [(queries[q], corpus[rng.choice(ids)], 0.0) for q, _ in rng.sample(pairs, 4)]
-        enc = tok([b[0] for b in batch], [b[1] for b in batch], truncation=True, max_length=128, padding=True,
-                  return_tensors="pt")
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(**enc).logits.view(-1),
-                                                                    torch.tensor([b[2] for b in batch]))
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-    model.eval()
+
+    def batch() -> list[tuple[str, str, float]]:
+        pos = [(queries[q], corpus[d], 1.0) for q, d in rng.sample(pairs, 4)]
+        return pos + [(queries[q], corpus[rng.choice(ids)], 0.0) for q, _ in rng.sample(pairs, 4)]
+
     tmp = dst.with_name(dst.name + ".tmp")
-    ce.save(str(tmp))
+    conftest.train_cross_encoder(batch, steps, tmp)
     tmp.rename(dst)
     return dst
 

@@ -165,42 +165,48 @@ def clear_negatives(per_query: int = 3) -> list[tuple[str, str]]:
     return [(q, others[(7 * i + k) % len(others)]) for i, (q, _, _) in enumerate(qrels) for k in range(per_query)]
 
 
-@pytest.fixture(scope="session")
-def trained_cross_encoder(tmp_path_factory) -> Path:
-    """A real cross-encoder: the packaged MiniLM backbone with a fresh head, trained for 80 seeded steps on the tiny
-    collection's (query, positive) vs `clear_negatives()` pairs, then saved."""
-    import random
-
+def train_cross_encoder(next_batch, steps: int, out: Path) -> Path:
+    """The tests' cross-encoder recipe, saved to `out`: the packaged MiniLM backbone with a fresh head (torch seed 0),
+    BCE on `steps` batches of (query, document, label) from `next_batch()`, AdamW at lr 1e-4, 128 tokens. Shared
+    with bench/score_depth.py, which trains it on a BEIR train split."""
     import torch
     from sentence_transformers import CrossEncoder
 
     from hardneg.models import resolve
 
     torch.manual_seed(0)
-    rng = random.Random(0)
-    corpus, queries, qrels = read_tiny()
-    docs = {d["_id"]: f"{d['title']} {d['text']}" for d in corpus}
-    qtext = {q["_id"]: q["text"] for q in queries}
-    pos = [(qtext[q], docs[d]) for q, d, _ in qrels]
-    neg = [(qtext[q], docs[d]) for q, d in clear_negatives()]
     ce = CrossEncoder(resolve("all-MiniLM-L6-v2"), num_labels=1, max_length=128)
     model, tok = ce.model, ce.tokenizer
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    examples = [(p, 1.0) for p in pos] + [(n, 0.0) for n in neg]
-    for step in range(80):
-        batch = rng.sample(examples, 8)
-        enc = tok([b[0][0] for b in batch], [b[0][1] for b in batch], truncation=True, max_length=128,
+    for _ in range(steps):
+        batch = next_batch()
+        enc = tok([b[0] for b in batch], [b[1] for b in batch], truncation=True, max_length=128,
                   padding=True, return_tensors="pt")
         logits = model(**enc).logits.view(-1)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.tensor([b[1] for b in batch]))
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.tensor([b[2] for b in batch]))
         loss.backward()
         opt.step()
         opt.zero_grad()
     model.eval()
-    out = tmp_path_factory.mktemp("ce") / "tiny-cross-encoder"
     ce.save(str(out))
     return out
+
+
+@pytest.fixture(scope="session")
+def trained_cross_encoder(tmp_path_factory) -> Path:
+    """A real cross-encoder (`train_cross_encoder`), trained for 80 seeded steps on the tiny collection's
+    (query, positive) vs `clear_negatives()` pairs, then saved."""
+    import random
+
+    rng = random.Random(0)
+    corpus, queries, qrels = read_tiny()
+    docs = {d["_id"]: f"{d['title']} {d['text']}" for d in corpus}
+    qtext = {q["_id"]: q["text"] for q in queries}
+    examples = ([(qtext[q], docs[d], 1.0) for q, d, _ in qrels]
+                + [(qtext[q], docs[d], 0.0) for q, d in clear_negatives()])
+    out = tmp_path_factory.mktemp("ce") / "tiny-cross-encoder"
+    return train_cross_encoder(lambda: rng.sample(examples, 8), 80, out)
 
 
 def load_bench(name: str):

@@ -11,8 +11,8 @@ option per field: `--field-name` (plus aliases), the field's default and help te
 the field (`opt(choices=...)`) or `config.CHOICES`; a bool field is a flag (`--x`, or `--x/--no-x` when it defaults
 to True), a list field a repeatable option. The command is called with the dataclass built from the parsed values,
 not validated yet: it may complete it (filter adds the rules its options imply) before `config.validate`. A
-parameter defaulting to `EXECUTION` becomes --shard, --executor, --ray-actors and --ray-gpus-per-actor, and the (`CPU_EXECUTION`: the same without the GPU option)
-command gets their `hardneg.executor.Execution`.
+parameter defaulting to `EXECUTION` becomes --shard, --executor, --ray-actors and --ray-gpus-per-actor
+(`CPU_EXECUTION`: the same without --ray-gpus-per-actor), and the command gets their `hardneg.executor.Execution`.
 """
 
 from __future__ import annotations

@@ -141,8 +141,6 @@ def save_npy(path: Path, array: np.ndarray) -> int:
     return len(array)
 
 
-
-
 def encode_units(index_dir: Path, texts: list[str], cfg, execution, queries: list[str] | None = None) -> dict:
     """Encode, with `execution`, the corpus chunks not yet written (nor already assembled into embeddings.npy) and,
     given `queries` (distinct texts, without the prompt), the query cache if it is not written yet."""

@@ -270,11 +270,11 @@ class ScoreWorker:
         tables = data.load(data_dir, ("corpus", "queries"))
         q, c = tables["queries"], tables["corpus"]
         query_text = dict(zip(q["query_id"].to_pylist(), q["text"].to_pylist()))
-        doc_text = dict(zip(c["doc_id"].to_pylist(), data.document_texts(c)))
+        texts = data.document_texts(c)
+        doc_text = dict(zip(c["doc_id"].to_pylist(), texts))
         dup_embeddings = None
         if depth_rules is not None and "near-duplicate" in depth_rules.rules and depth_rules.dup_threshold is not None:
-            dup_embeddings = DocEmbeddings(dup_index, depth_rules.dup_model, doc_text,
-                                           dense.text_digest(data.document_texts(c)))
+            dup_embeddings = DocEmbeddings(dup_index, depth_rules.dup_model, doc_text, dense.text_digest(texts))
         depth = {"depth_rules": depth_rules, "dup_embeddings": dup_embeddings}
         if cfg.teacher_kind == "bi-encoder":
             sources = [IndexEmbeddings(index_dir)] if index_dir is not None else []

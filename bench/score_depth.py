@@ -89,8 +89,9 @@ def slice_corpus(src: Path, n_docs: int) -> None:
 
 def train_tiny_cross_encoder(dst: Path) -> Path:
     """The cross-encoder the tests train (tests/conftest.py::trained_cross_encoder): the packaged MiniLM backbone
-    with a fresh head, 80 seeded steps on the tiny collection's (query, positive) vs clear-negative pairs. A real
-    but weak teacher: for counting pairs and timing, not for quality claims."""
+    with a fresh head, 80 seeded steps on the tiny collection's (query, positive) vs clear-negative pairs, its top
+    layer and head at 64 tokens (before 2026-11-30 the whole model at 128 tokens). A real but weak teacher: for
+    counting pairs and timing, not for quality claims."""
     if (dst / "config.json").exists():
         return dst
     sys.path.insert(0, str(ROOT / "tests"))
@@ -103,10 +104,10 @@ def train_tiny_cross_encoder(dst: Path) -> Path:
 
 def train_cross_encoder(dst: Path, data: Path, steps: int, split: str = "train") -> Path:
     """The tests' cross-encoder recipe (tests/conftest.py::train_cross_encoder) for `steps` steps on `data`'s
-    `split`: batches of 4 (query, labeled positive) and 4 (query, random document) pairs, seed 0. The tiny
-    collection's model scores every NFCorpus pair about the same (-3.8 +- 0.01), so no candidate falls 5% below a
-    positive and every query stays short whatever the depth; trained on NFCorpus's train split it is a teacher whose
-    scores the filter can act on (the benchmark runs the test split)."""
+    `split`, the whole model at 128 tokens: batches of 4 (query, labeled positive) and 4 (query, random document)
+    pairs, seed 0. The tiny collection's model scores every NFCorpus pair about the same (-3.8 +- 0.01), so no
+    candidate falls 5% below a positive and every query stays short whatever the depth; trained on NFCorpus's train
+    split it is a teacher whose scores the filter can act on (the benchmark runs the test split)."""
     if (dst / "config.json").exists():
         return dst
     import random

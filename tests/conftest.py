@@ -165,23 +165,30 @@ def clear_negatives(per_query: int = 3) -> list[tuple[str, str]]:
     return [(q, others[(7 * i + k) % len(others)]) for i, (q, _, _) in enumerate(qrels) for k in range(per_query)]
 
 
-def train_cross_encoder(next_batch, steps: int, out: Path) -> Path:
+def train_cross_encoder(next_batch, steps: int, out: Path, max_length: int = 128,
+                        top_layers: int | None = None) -> Path:
     """The tests' cross-encoder recipe, saved to `out`: the packaged MiniLM backbone with a fresh head (torch seed 0),
-    BCE on `steps` batches of (query, document, label) from `next_batch()`, AdamW at lr 1e-4, 128 tokens. Shared
-    with bench/score_depth.py, which trains it on a BEIR train split."""
+    BCE on `steps` batches of (query, document, label) from `next_batch()`, AdamW at lr 1e-4, `max_length` tokens.
+    `top_layers=N` trains only the head and the encoder's top N layers (the rest frozen: a cheaper backward pass).
+    Shared with bench/score_depth.py, which trains the whole model on a BEIR train split at 128 tokens."""
     import torch
     from sentence_transformers import CrossEncoder
 
     from hardneg.models import resolve
 
     torch.manual_seed(0)
-    ce = CrossEncoder(resolve("all-MiniLM-L6-v2"), num_labels=1, max_length=128)
+    ce = CrossEncoder(resolve("all-MiniLM-L6-v2"), num_labels=1, max_length=max_length)
     model, tok = ce.model, ce.tokenizer
+    if top_layers is not None:
+        n = model.config.num_hidden_layers
+        trained = ("classifier", "pooler", *(f"encoder.layer.{i}." for i in range(n - top_layers, n)))
+        for name, param in model.named_parameters():
+            param.requires_grad = any(t in name for t in trained)
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     for _ in range(steps):
         batch = next_batch()
-        enc = tok([b[0] for b in batch], [b[1] for b in batch], truncation=True, max_length=128,
+        enc = tok([b[0] for b in batch], [b[1] for b in batch], truncation=True, max_length=max_length,
                   padding=True, return_tensors="pt")
         logits = model(**enc).logits.view(-1)
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.tensor([b[2] for b in batch]))
@@ -196,7 +203,7 @@ def train_cross_encoder(next_batch, steps: int, out: Path) -> Path:
 @pytest.fixture(scope="session")
 def trained_cross_encoder(tmp_path_factory) -> Path:
     """A real cross-encoder (`train_cross_encoder`), trained for 80 seeded steps on the tiny collection's
-    (query, positive) vs `clear_negatives()` pairs, then saved."""
+    (query, positive) vs `clear_negatives()` pairs at 64 tokens, its top layer and head only, then saved."""
     import random
 
     rng = random.Random(0)
@@ -206,7 +213,7 @@ def trained_cross_encoder(tmp_path_factory) -> Path:
     examples = ([(qtext[q], docs[d], 1.0) for q, d, _ in qrels]
                 + [(qtext[q], docs[d], 0.0) for q, d in clear_negatives()])
     out = tmp_path_factory.mktemp("ce") / "tiny-cross-encoder"
-    return train_cross_encoder(lambda: rng.sample(examples, 8), 80, out)
+    return train_cross_encoder(lambda: rng.sample(examples, 8), 80, out, max_length=64, top_layers=1)
 
 
 def load_bench(name: str):

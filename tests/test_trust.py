@@ -442,7 +442,7 @@ encode_chunk_size = 16
 
 @pytest.fixture(scope="module")
 def slow_src(tmp_path_factory, tiny_src) -> Path:
-    """The tiny collection with 300 more documents (variants of its texts), so that encoding lasts long enough to be
+    """The tiny collection with 150 more documents (variants of its texts), so that encoding lasts long enough to be
     interrupted twice in the middle."""
     import gzip
 
@@ -450,7 +450,7 @@ def slow_src(tmp_path_factory, tiny_src) -> Path:
     shutil.copytree(tiny_src, d)
     corpus = [json.loads(x) for x in gzip.open(d / "corpus.jsonl.gz", "rt")]
     extra = [{"_id": f"X{i}", "title": "", "text": f"{corpus[i % len(corpus)]['text']} variant {i}"}
-             for i in range(300)]
+             for i in range(150)]
     with gzip.open(d / "corpus.jsonl.gz", "wt") as fh:
         fh.write("".join(json.dumps(r) + "\n" for r in corpus + extra))
     return d

@@ -8,6 +8,7 @@ import gzip
 import json
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -71,6 +72,24 @@ def hardneg_cmd() -> list[str]:
 def hardneg_env(**extra) -> dict:
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS)]), "HF_HUB_OFFLINE": "1",
             "TOKENIZERS_PARALLELISM": "false", **extra}
+
+
+def hardneg(*args, popen: bool = False, cwd=None, kill_after: int | None = None,
+            stall: tuple[int, Path] | None = None):
+    """Run hardneg in a subprocess that knows the fake teacher (`FAKE`). The test hooks of hardneg.io.stagedir:
+    `kill_after=n` SIGKILLs it right after its n-th part; `stall=(n, file)` makes it wait after its n-th part, holding
+    its lock, until `file` exists. `popen=True` returns the running process."""
+    env = hardneg_env()
+    for key in ("HARDNEG_TEST_KILL_AFTER_PARTS", "HARDNEG_TEST_STALL_AFTER_PARTS", "HARDNEG_DEBUG"):
+        env.pop(key, None)
+    if kill_after is not None:
+        env["HARDNEG_TEST_KILL_AFTER_PARTS"] = str(kill_after)
+    if stall is not None:
+        env["HARDNEG_TEST_STALL_AFTER_PARTS"], env["HARDNEG_TEST_STALL_UNTIL"] = str(stall[0]), str(stall[1])
+    cmd = [*hardneg_cmd(), *map(str, args)]
+    if popen:
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=cwd)
 
 
 FAKE = ("--teacher-kind", FAKE_TEACHER)  # the `score` options of the fake teacher

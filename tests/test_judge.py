@@ -10,10 +10,7 @@ module's model time small.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -22,7 +19,7 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from conftest import invoke
+from conftest import hardneg, invoke
 from hardneg import schemas
 from hardneg.config import JudgeConfig, RelabelConfig, load_pipeline, validate
 from hardneg.errors import HardnegError
@@ -427,15 +424,6 @@ def filtered_parts(tmp_path_factory, data_dir, index_dirs):
     invoke("score", d / "mined", "--data", data_dir, "--out", d / "scored")
     invoke("filter", d / "scored", "--out", d / "filtered", "--negatives-per-query", "0")
     return d / "filtered"
-
-
-def hardneg(*args, kill_after: int | None = None):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    env.pop("HARDNEG_TEST_KILL_AFTER_PARTS", None)
-    if kill_after is not None:
-        env["HARDNEG_TEST_KILL_AFTER_PARTS"] = str(kill_after)
-    return subprocess.run([sys.executable, "-m", "hardneg", *map(str, args)], env=env, capture_output=True,
-                          text=True, timeout=600)
 
 
 def test_a_killed_judge_resumes_and_shards_write_what_one_run_writes(filtered_parts, data_dir, server, tmp_path):

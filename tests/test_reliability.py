@@ -7,30 +7,17 @@ SIGKILLs itself right after writing its N-th part.
 
 import json
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import FAKE, hardneg_cmd, hardneg_env, invoke
+from conftest import FAKE, hardneg, invoke
 from hardneg import schemas
 from hardneg.errors import HardnegError
 from hardneg.io.stagedir import read_stage
 
 KILLED = -signal.SIGKILL
-
-
-def hardneg(*args, kill_after: int | None = None, popen: bool = False):
-    env = hardneg_env()
-    env.pop("HARDNEG_TEST_KILL_AFTER_PARTS", None)
-    env.pop("HARDNEG_DEBUG", None)
-    if kill_after is not None:
-        env["HARDNEG_TEST_KILL_AFTER_PARTS"] = str(kill_after)
-    cmd = [*hardneg_cmd(), *map(str, args)]
-    if popen:
-        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
 
 
 def files(d: Path) -> dict[str, bytes]:

@@ -19,24 +19,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import FAKE, ROOT, hardneg_cmd, hardneg_env, invoke
+from conftest import FAKE, ROOT, hardneg, invoke
 from hardneg import schemas
 from hardneg.errors import HardnegError
 from hardneg.io.stagedir import read_manifest, read_stage
-
-
-def hardneg(*args, popen: bool = False, cwd=None, stall: tuple[int, Path] | None = None):
-    """Run hardneg in a subprocess; `stall=(n, file)`: it waits after its n-th part until `file` exists (the test
-    hook of hardneg.io.stagedir), holding its lock. It knows the fake teacher (conftest.FAKE)."""
-    env = hardneg_env()
-    for key in ("HARDNEG_TEST_KILL_AFTER_PARTS", "HARDNEG_TEST_STALL_AFTER_PARTS", "HARDNEG_DEBUG"):
-        env.pop(key, None)
-    if stall is not None:
-        env["HARDNEG_TEST_STALL_AFTER_PARTS"], env["HARDNEG_TEST_STALL_UNTIL"] = str(stall[0]), str(stall[1])
-    cmd = [*hardneg_cmd(), *map(str, args)]
-    if popen:
-        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd)
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=cwd)
 
 
 def wait_for(proc, path_glob: tuple[Path, str], timeout: float = 600) -> None:

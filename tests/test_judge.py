@@ -29,7 +29,6 @@ from hardneg.judges.openai import OpenAIJudge, first_token_score
 from hardneg.stages.judge import JudgeWorker, suspect_mask
 from hardneg.stages.relabel import relabel_table
 
-ROOT = Path(__file__).resolve().parent.parent
 SMALL = ("--max-per-query", "1", "--max-doc-chars", "400")  # 8 suspects at most on the tiny collection
 
 

@@ -79,8 +79,11 @@ def _gguf_parsed_once():
     """While transformers loads a GGUF file: parse it once, not three times (tokenizer, config, weights), and build
     gguf's tensor-name map once per (architecture, layer count), not once per submodule (397 times for SmolLM2-135M).
     Both are only read. In a cProfile of SmolLM2's load they were most of its time."""
-    import gguf
-
+    try:
+        import gguf
+    except ImportError:  # transformers says what to install
+        yield
+        return
     reader_class, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
     readers: dict = {}
 

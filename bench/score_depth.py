@@ -29,7 +29,7 @@ sys.path.insert(0, str(HERE))
 from benchutil import fresh_workdir, read_beir_pairs, timed  # noqa: E402
 from score_speed import small_beir  # noqa: E402
 
-from hardneg.config import toml_value  # noqa: E402
+from hardneg.config import parse_override, toml_value  # noqa: E402
 
 STAGES = ["import", "index", "mine", "score", "filter", "relabel", "export"]
 DIRS = {"import": "data", "index": "index", "mine": "mined", "score": "scored", "filter": "filtered",
@@ -37,12 +37,12 @@ DIRS = {"import": "data", "index": "index", "mine": "mined", "score": "scored", 
 
 
 def with_overrides(config: Path, overrides: str, dst: Path) -> Path:
-    """`config` with `section.key=value` overrides (`;`-separated, values in TOML syntax) written to `dst`."""
+    """`config` with `section.key=value` overrides (`;`-separated, read as `hardneg run --set` reads them, but not
+    checked against this tree's config: a baseline tree may have other keys) written to `dst`."""
     data = tomllib.loads(config.read_text())
     for item in filter(None, (x.strip() for x in overrides.split(";"))):
-        path, value = item.split("=", 1)
-        section, key = path.strip().split(".", 1)
-        data.setdefault(section, {})[key] = tomllib.loads(f"v = {value.strip()}")["v"]
+        section, key, value = parse_override(item)
+        data.setdefault(section, {})[key] = value
     text = "".join(f"[{section}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in table.items()) + "\n"
                    for section, table in data.items())
     dst.write_text(text)

@@ -139,6 +139,15 @@ class DocEmbeddings:
         return np.fromiter((self.rows[d] for d in doc_ids), dtype=np.int64, count=len(doc_ids))
 
 
+def near_duplicate_embeddings(cfg: FilterConfig, index_dir: Path | None, doc_text: dict[str, str],
+                              texts: list[str]) -> DocEmbeddings | None:
+    """The document embeddings that `cfg`'s near-duplicate rule needs for its cosine threshold (from `index_dir`'s
+    dense index, else `cfg.dup_model`), or None when it needs none. `texts`: the corpus's texts, in its order."""
+    if "near-duplicate" not in cfg.rules or cfg.dup_threshold is None:
+        return None
+    return DocEmbeddings(index_dir, cfg.dup_model, doc_text, dense.text_digest(texts))
+
+
 def embeddings_source(index_dir: Path | None, model: str) -> str:
     """Where `DocEmbeddings` takes its vectors from, as the manifest names it."""
     if index_dir is None:
@@ -244,8 +253,7 @@ class FilterWorker:
             texts = data.document_texts(corpus)
             doc_text = dict(zip(corpus["doc_id"].to_pylist(), texts))
             self.norm_text = data.normalize_by_id(doc_text)
-            if cfg.dup_threshold is not None:
-                self.embeddings = DocEmbeddings(index_dir, cfg.dup_model, doc_text, dense.text_digest(texts))
+            self.embeddings = near_duplicate_embeddings(cfg, index_dir, doc_text, texts)
 
     def __call__(self, part: Path) -> tuple[pa.Table, dict]:
         table = read_part(part, schemas.SCORED)

@@ -32,7 +32,7 @@ from hardneg.io.stagedir import (SUCCESS, StageWriter, content_digest, dataset_d
 from hardneg.models import resolve, weights_digest
 from hardneg.registry import TEACHERS, lookup
 from hardneg.retrievers import dense
-from hardneg.stages.filter import DocEmbeddings, filter_table, near_duplicates
+from hardneg.stages.filter import filter_table, near_duplicate_embeddings, near_duplicates
 from hardneg.teachers import load_teacher
 from hardneg.teachers.bi_encoder import BiEncoderTeacher
 from hardneg.teachers.embeddings import (EmbeddingCache, IndexEmbeddings, index_encoder_identity,
@@ -272,9 +272,8 @@ class ScoreWorker:
         query_text = dict(zip(q["query_id"].to_pylist(), q["text"].to_pylist()))
         texts = data.document_texts(c)
         doc_text = dict(zip(c["doc_id"].to_pylist(), texts))
-        dup_embeddings = None
-        if depth_rules is not None and "near-duplicate" in depth_rules.rules and depth_rules.dup_threshold is not None:
-            dup_embeddings = DocEmbeddings(dup_index, depth_rules.dup_model, doc_text, dense.text_digest(texts))
+        dup_embeddings = (near_duplicate_embeddings(depth_rules, dup_index, doc_text, texts)
+                          if depth_rules is not None else None)
         depth = {"depth_rules": depth_rules, "dup_embeddings": dup_embeddings}
         if cfg.teacher_kind == "bi-encoder":
             sources = [IndexEmbeddings(index_dir)] if index_dir is not None else []

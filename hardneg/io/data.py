@@ -147,6 +147,12 @@ def normalize_by_id(texts: dict[str, str]) -> dict[str, str]:
     return dict(zip(texts, normalize_text(list(texts.values())).to_pylist()))
 
 
+def text_keys_by_id(texts: dict[str, str]) -> dict[str, int]:
+    """{id: text} -> {id: 64-bit key of its normalized text} (`text_hash`, as `text_keys` for the index): equal
+    normalized texts, equal keys; a dict of ints instead of a second copy of the texts."""
+    return {i: text_hash(t) for i, t in normalize_by_id(texts).items()}
+
+
 def text_keys(corpus: pa.Table, batch_rows: int = 65536) -> pa.Array:
     """A 64-bit key (`text_hash`) of every document's normalized title and text: documents with the same normalized
     text have the same key. `index` stores them beside the doc ids, so `mine` flags same-text candidates without

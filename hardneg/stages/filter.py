@@ -155,30 +155,29 @@ def embeddings_source(index_dir: Path | None, model: str) -> str:
     return f"index:{index_dir} ({(dense.read_params(index_dir) or {}).get('model')})"
 
 
-def near_duplicates(scored: pa.Table, norm_text: dict[str, str], threshold: float | None,
+def near_duplicates(scored: pa.Table, text_key: dict[str, int], threshold: float | None,
                     embeddings: DocEmbeddings | None, chunk: int = 65536) -> list[bool]:
-    """Per row: is this candidate a near-duplicate of one of its query's positives (same normalized text, or
-    document-document cosine >= threshold)? Positives themselves are False."""
+    """Per row: is this candidate a near-duplicate of one of its query's positives (same normalized text, i.e. the
+    same `text_key`, or document-document cosine >= threshold)? Positives themselves are False.
+
+    The same-text test is a join on (query, key), so its memory grows with the rows, not with candidates x positives
+    (NFCorpus queries have ~40 positives); only the cosine test pairs every candidate with every positive."""
     df = pl.from_arrow(scored.select(["query_id", "doc_id", "is_positive"])).with_row_index("_row")
-    pos = df.filter(pl.col("is_positive")).select("query_id", pl.col("doc_id").alias("pos_id"))
-    pairs = df.filter(~pl.col("is_positive")).join(pos, on="query_id", how="inner")
-    pairs = pairs.filter(pl.col("doc_id") != pl.col("pos_id"))
-    same = pairs.select(
-        "_row",
-        (pl.col("doc_id").replace_strict(norm_text, return_dtype=pl.String)
-         == pl.col("pos_id").replace_strict(norm_text, return_dtype=pl.String)).alias("dup"),
-    )
-    if threshold is not None and pairs.height:
-        a = embeddings.rows_of(pairs["doc_id"].to_list())
-        b = embeddings.rows_of(pairs["pos_id"].to_list())
-        cos = np.empty(pairs.height, dtype=np.float32)
+    df = df.with_columns(pl.col("doc_id").replace_strict(text_key, return_dtype=pl.UInt64).alias("_key"))
+    pos = df.filter(pl.col("is_positive")).select("query_id", "_key", pl.col("doc_id").alias("pos_id"))
+    cand = df.filter(~pl.col("is_positive"))
+    same = cand.join(pos, on=["query_id", "_key"], how="inner").filter(pl.col("doc_id") != pl.col("pos_id"))
+    hit = np.zeros(scored.num_rows, dtype=bool)
+    hit[same["_row"].to_numpy()] = True
+    if threshold is not None:
+        pairs = (cand.select("_row", "query_id", "doc_id").join(pos.select("query_id", "pos_id"), on="query_id")
+                 .filter(pl.col("doc_id") != pl.col("pos_id")))
         for i in range(0, pairs.height, chunk):
-            x = np.asarray(embeddings.emb[a[i:i + chunk]], dtype=np.float32)
-            y = np.asarray(embeddings.emb[b[i:i + chunk]], dtype=np.float32)
-            cos[i:i + chunk] = np.einsum("ij,ij->i", x, y)
-        same = same.with_columns(pl.col("dup") | pl.Series(cos >= threshold))
-    hit = set(same.filter(pl.col("dup"))["_row"].to_list())
-    return [i in hit for i in range(scored.num_rows)]
+            part = pairs.slice(i, chunk)
+            x = np.asarray(embeddings.emb[embeddings.rows_of(part["doc_id"].to_list())], dtype=np.float32)
+            y = np.asarray(embeddings.emb[embeddings.rows_of(part["pos_id"].to_list())], dtype=np.float32)
+            hit[part["_row"].to_numpy()[np.einsum("ij,ij->i", x, y) >= threshold]] = True
+    return hit.tolist()
 
 
 # -- stage -------------------------------------------------------------------------------------------------------
@@ -247,19 +246,19 @@ class FilterWorker:
     def __init__(self, cfg: FilterConfig, adaptive: bool, data_dir: Path | None = None,
                  index_dir: Path | None = None):
         self.cfg, self.adaptive = cfg, adaptive
-        self.norm_text, self.embeddings = None, None
+        self.text_key, self.embeddings = None, None
         if "near-duplicate" in cfg.rules:
             corpus = data.load(data_dir, ("corpus",))["corpus"]
             texts = data.document_texts(corpus)
             doc_text = dict(zip(corpus["doc_id"].to_pylist(), texts))
-            self.norm_text = data.normalize_by_id(doc_text)
+            self.text_key = data.text_keys_by_id(doc_text)
             self.embeddings = near_duplicate_embeddings(cfg, index_dir, doc_text, texts)
 
     def __call__(self, part: Path) -> tuple[pa.Table, dict]:
         table = read_part(part, schemas.SCORED)
         check_scores(table, str(part), unscored_ok=self.adaptive)
-        mask = (near_duplicates(table, self.norm_text, self.cfg.dup_threshold, self.embeddings)
-                if self.norm_text is not None else None)
+        mask = (near_duplicates(table, self.text_key, self.cfg.dup_threshold, self.embeddings)
+                if self.text_key is not None else None)
         filtered = filter_table(table, self.cfg, mask)
         return filtered, part_stats(filtered, self.cfg)
 

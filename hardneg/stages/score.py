@@ -214,9 +214,9 @@ class PairScorer:
 
     def _duplicates(self, df: pl.DataFrame):
         """The filter's near-duplicate mask of the part's rows (it needs no teacher score)."""
-        norm = data.normalize_by_id({d: self.doc_text[d] for d in df["doc_id"].unique().to_list()})
+        keys = data.text_keys_by_id({d: self.doc_text[d] for d in df["doc_id"].unique().to_list()})
         table = df.select("query_id", "doc_id", "is_positive").to_arrow()
-        return np.asarray(near_duplicates(table, norm, self.depth_rules.dup_threshold, self.dup_embeddings), bool)
+        return np.asarray(near_duplicates(table, keys, self.depth_rules.dup_threshold, self.dup_embeddings), bool)
 
 
 def depth_plan(cfg: ScoreConfig, rules: FilterConfig | None, relabel: RelabelConfig | None = None,

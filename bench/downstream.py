@@ -342,9 +342,19 @@ def file_hardneg(row: str, ds: Dataset, args) -> dict:
     seed_index(run_dir, cfg, ds)
     # one run directory per config name: an edited config rebuilds only its changed stages and what follows
     paths = run(data_dir, run_dir, cfg, overwrite=True, log=log)
-    if not str(paths["export"]).endswith(".parquet"):
-        raise SystemExit(f"{path}: bench/downstream.py trains on a Parquet triplets export")
-    table = pl.read_parquet(paths["export"])
+    export = paths["export"]
+    if cfg.export.format != "triplets":
+        # e.g. rlhn-relabel's FlagEmbedding groups: the same relabeled stage exported as triplets, every positive
+        # (promoted ones too) x every negative, which is what the groups hold; the run itself is as shipped
+        from dataclasses import replace
+
+        from hardneg.stages.export import run as export_run
+
+        export = run_dir / "train-as-triplets.parquet"
+        log(f"{ds.name}: {path.stem} exports {cfg.export.format}: training on {export.name} (pairing all)")
+        export_run(paths["relabel"], data_dir, export, replace(cfg.export, format="triplets", pairing="all"),
+                   overwrite=True)
+    table = pl.read_parquet(export)
     if table.columns[:3] != ["anchor", "positive", "negative"]:
         raise SystemExit(f"{path}: the export is not triplets (columns {table.columns}); downstream trains on triplets")
     qids_of: dict[str, list[str]] = {}

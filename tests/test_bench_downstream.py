@@ -98,12 +98,8 @@ def test_table_calls_a_lead_a_win_only_beyond_the_seeds_spread():
     assert "+4.00 (one seed: no spread yet)" in downstream.markdown(doc)
 
 
-def test_a_hardneg_row_trains_on_the_exported_triplets_of_the_config_run_as_shipped(tmp_path, tiny_src, monkeypatch):
-    """The tiny collection as a train split: hardneg runs configs/bm25-fast.toml on the hidden-positive copy, and the
-    training file is its exported triplets mapped back to ids: labeled positives only (the config drops suspects),
-    never the labeled positive as a negative, as many rows as the export wrote."""
-    import json
-
+def _tiny_train_split(tmp_path, tiny_src, monkeypatch):
+    """The tiny collection as a BEIR data set whose train split is its test qrels, and the downstream settings."""
     src = tmp_path / "tiny"
     (src / "qrels").mkdir(parents=True)
     for name in ("corpus.jsonl.gz", "queries.jsonl"):
@@ -111,8 +107,17 @@ def test_a_hardneg_row_trains_on_the_exported_triplets_of_the_config_run_as_ship
     for split in ("train", "test"):
         (src / "qrels" / f"{split}.tsv").write_text((tiny_src / "qrels" / "test.tsv").read_text())
     monkeypatch.setattr(downstream, "SCORE_REUSE", True)
-    args = types.SimpleNamespace(max_seq_length=64)
-    ds = downstream.Dataset(src, tmp_path / "cache" / "downstream", quick=False)
+    return downstream.Dataset(src, tmp_path / "cache" / "downstream", quick=False), \
+        types.SimpleNamespace(max_seq_length=64)
+
+
+def test_a_hardneg_row_trains_on_the_exported_triplets_of_the_config_run_as_shipped(tmp_path, tiny_src, monkeypatch):
+    """The tiny collection as a train split: hardneg runs configs/bm25-fast.toml on the hidden-positive copy, and the
+    training file is its exported triplets mapped back to ids: labeled positives only (the config drops suspects),
+    never the labeled positive as a negative, as many rows as the export wrote."""
+    import json
+
+    ds, args = _tiny_train_split(tmp_path, tiny_src, monkeypatch)
     f = downstream.training_file("hardneg-bm25-fast", ds, args)
     rows = f["rows"]
     assert rows and set(rows) <= set(ds.labeled)
@@ -126,6 +131,24 @@ def test_a_hardneg_row_trains_on_the_exported_triplets_of_the_config_run_as_ship
     # cached under a key of the config file's content
     key = downstream.file_key("hardneg-bm25-fast")
     assert (ds.cache / "files" / f"hardneg-bm25-fast-{key}.json").exists()
+
+
+def test_a_config_that_exports_another_format_trains_on_its_relabeled_stage_as_triplets(tmp_path, tiny_src,
+                                                                                      monkeypatch):
+    """configs/rlhn-relabel.toml writes FlagEmbedding JSONL (as shipped); the row trains on the same relabeled stage
+    exported as triplets with every positive, the promoted ones too."""
+    import polars as pl
+
+    ds, args = _tiny_train_split(tmp_path, tiny_src, monkeypatch)
+    rows = downstream.training_file("hardneg-rlhn-relabel", ds, args)["rows"]
+    run = tmp_path / "cache" / "downstream" / "tiny" / "hardneg" / "rlhn-relabel"
+    assert (run / "train.jsonl").exists()
+    relabeled = pl.read_parquet(list((run / "relabeled").glob("part-*.parquet")))
+    positives = set(relabeled.filter(pl.col("label") == "positive").select("query_id", "doc_id").iter_rows())
+    assert rows and all((q, p) in positives and n != p for q, rs in rows.items() for p, n in rs)
+    promoted = {(q, d) for q, d in positives if d != ds.labeled.get(q)}
+    assert promoted and promoted & {(q, p) for q, rs in rows.items() for p, _ in rs}  # promoted positives train too
+    assert sum(map(len, rows.values())) == pl.read_parquet(run / "train-as-triplets.parquet").height
 
 
 def _flat(cfg) -> dict:

@@ -59,7 +59,8 @@ def main() -> None:
     teacher = Replay({(qtext[q], dtext[d]): s for q, d, s in full.select("query_id", "doc_id", "teacher_score")
                       .iter_rows()})
     score_cfg = ScoreConfig(first_window=args.first_window)
-    scorer = PairScorer(score_cfg, qtext, dtext, None, lambda: teacher, depth_rules=cfg.filter)
+    doc_key = data.text_keys_by_id(tables["corpus"])
+    scorer = PairScorer(score_cfg, qtext, dtext, None, lambda: teacher, depth_rules=cfg.filter, doc_key=doc_key)
     same = True
     for part in part_paths(args.run / "mined"):
         mined = read_part(part, schemas.MINED)
@@ -67,8 +68,7 @@ def main() -> None:
         ref = full.filter(pl.col("query_id").is_in(pl.from_arrow(mined)["query_id"].unique().implode()))
         dup = None
         if "near-duplicate" in cfg.filter.rules:
-            norm = data.normalize_by_id({d: dtext[d] for d in set(ref["doc_id"].to_list())})
-            dup = near_duplicates(mined, norm, None, None)
+            dup = near_duplicates(mined, doc_key, None, None)
         kept = [pl.from_arrow(filter_table(t, cfg.filter, dup)).filter(pl.col("keep"))
                 .select("query_id", "doc_id").sort("query_id", "doc_id") for t in (got, ref.to_arrow())]
         same &= kept[0].equals(kept[1])

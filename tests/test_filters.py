@@ -1,5 +1,6 @@
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pytest
 
 from conftest import invoke, scored
@@ -53,8 +54,9 @@ def test_short_policies_keep_drop_and_pad():
 def test_near_duplicates_by_normalized_text_and_by_cosine():
     table = scored([("q", "p", None, True, 0.9), ("q", "same", 1, False, 0.1), ("q", "close", 2, False, 0.1),
                     ("q", "far", 3, False, 0.1), ("r", "p2", None, True, 0.9), ("r", "same", 1, False, 0.1)])
-    norm = text_keys_by_id({"p": "Vitamin D, and bones!", "same": "vitamin  d and BONES",
-                            "close": "vitamin d and teeth", "far": "cats", "p2": "dogs"})
+    corpus = pa.table({"doc_id": ["p", "same", "close", "far", "p2"], "title": ["Vitamin D,", "", "", "", ""],
+                       "text": ["and bones!", "vitamin  d and BONES", "vitamin d and teeth", "cats", "dogs"]})
+    norm = text_keys_by_id(corpus)
     assert norm["p"] == norm["same"] and len(set(norm.values())) == 4
     assert near_duplicates(table, norm, None, None) == [False, True, False, False, False, False]
 

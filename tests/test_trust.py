@@ -9,8 +9,6 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import FAKE, ROOT, hardneg, invoke
+from conftest import FAKE, hardneg, invoke
 from hardneg import schemas
 from hardneg.errors import HardnegError
 from hardneg.io.stagedir import read_manifest, read_stage
@@ -261,8 +259,7 @@ def test_3_paths_may_move_the_same_content_is_the_same_input(tmp_path, tiny_src,
     rel_index = os.path.relpath(index_dirs["bm25"], tmp_path)
     rel_data = os.path.relpath(data_dir, tmp_path)
     args = ("mine", rel_index, "--data", rel_data, "--out", "m", "--top-k", "5", "--query-batch-size", "2")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HARDNEG_TEST_KILL_AFTER_PARTS": "1"}
-    killed = subprocess.run([sys.executable, "-m", "hardneg", *args], cwd=tmp_path, env=env, capture_output=True)
+    killed = hardneg(*args, cwd=tmp_path, kill_after=1)
     assert killed.returncode == -signal.SIGKILL
     resumed = invoke("mine", index_dirs["bm25"].absolute(), "--data", data_dir.absolute(), "--out", tmp_path / "m",
                      "--top-k", "5", "--query-batch-size", "2")

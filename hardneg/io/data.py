@@ -147,12 +147,6 @@ def normalize_by_id(texts: dict[str, str]) -> dict[str, str]:
     return dict(zip(texts, normalize_text(list(texts.values())).to_pylist()))
 
 
-def text_keys_by_id(texts: dict[str, str]) -> dict[str, int]:
-    """{id: text} -> {id: 64-bit key of its normalized text} (`text_hash`, as `text_keys` for the index): equal
-    normalized texts, equal keys; a dict of ints instead of a second copy of the texts."""
-    return {i: text_hash(t) for i, t in normalize_by_id(texts).items()}
-
-
 def text_keys(corpus: pa.Table, batch_rows: int = 65536) -> pa.Array:
     """A 64-bit key (`text_hash`) of every document's normalized title and text: documents with the same normalized
     text have the same key. `index` stores them beside the doc ids, so `mine` flags same-text candidates without
@@ -163,3 +157,9 @@ def text_keys(corpus: pa.Table, batch_rows: int = 65536) -> pa.Array:
                                                           pc.fill_null(batch["text"], ""), " "))
         keys.append(np.fromiter((text_hash(t) for t in norm.to_pylist()), dtype=np.uint64, count=len(norm)))
     return pa.array(np.concatenate(keys) if keys else np.zeros(0, np.uint64), pa.uint64())
+
+
+def text_keys_by_id(corpus: pa.Table) -> dict[str, int]:
+    """{doc_id: `text_keys` key}: what the near-duplicate rule (filter, score's depth) compares, the key `mine` and
+    the index use."""
+    return dict(zip(corpus["doc_id"].to_pylist(), text_keys(corpus).to_pylist()))

@@ -249,9 +249,9 @@ class FilterWorker:
         self.text_key, self.embeddings = None, None
         if "near-duplicate" in cfg.rules:
             corpus = data.load(data_dir, ("corpus",))["corpus"]
+            self.text_key = data.text_keys_by_id(corpus)
             texts = data.document_texts(corpus)
             doc_text = dict(zip(corpus["doc_id"].to_pylist(), texts))
-            self.text_key = data.text_keys_by_id(doc_text)
             self.embeddings = near_duplicate_embeddings(cfg, index_dir, doc_text, texts)
 
     def __call__(self, part: Path) -> tuple[pa.Table, dict]:

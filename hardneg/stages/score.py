@@ -116,13 +116,15 @@ class ScoreCache:
 
 
 class PairScorer:
-    """Scores a mined part: distinct pairs only, cached ones looked up, the teacher loaded on first need."""
+    """Scores a mined part: distinct pairs only, cached ones looked up, the teacher loaded on first need.
+    `depth_rules` (adaptive depth) with the near-duplicate rule need `doc_key` ({doc_id: `data.text_keys` key}) and,
+    with its cosine threshold, `dup_embeddings`."""
 
     def __init__(self, cfg: ScoreConfig, query_text: dict[str, str], doc_text: dict[str, str],
                  cache: ScoreCache | None, teacher_factory=None, depth_rules: FilterConfig | None = None,
-                 dup_embeddings=None):
+                 dup_embeddings=None, doc_key: dict[str, int] | None = None):
         self.cfg, self.query_text, self.doc_text, self.cache = cfg, query_text, doc_text, cache
-        self.depth_rules, self.dup_embeddings = depth_rules, dup_embeddings
+        self.depth_rules, self.dup_embeddings, self.doc_key = depth_rules, dup_embeddings, doc_key
         self.query_hash = {q: text_hash(t) for q, t in query_text.items()}
         self.doc_hash: dict[str, int] = {}
         self.teacher = None
@@ -214,9 +216,9 @@ class PairScorer:
 
     def _duplicates(self, df: pl.DataFrame):
         """The filter's near-duplicate mask of the part's rows (it needs no teacher score)."""
-        keys = data.text_keys_by_id({d: self.doc_text[d] for d in df["doc_id"].unique().to_list()})
         table = df.select("query_id", "doc_id", "is_positive").to_arrow()
-        return np.asarray(near_duplicates(table, keys, self.depth_rules.dup_threshold, self.dup_embeddings), bool)
+        return np.asarray(near_duplicates(table, self.doc_key, self.depth_rules.dup_threshold, self.dup_embeddings),
+                          bool)
 
 
 def depth_plan(cfg: ScoreConfig, rules: FilterConfig | None, relabel: RelabelConfig | None = None,
@@ -272,9 +274,10 @@ class ScoreWorker:
         query_text = dict(zip(q["query_id"].to_pylist(), q["text"].to_pylist()))
         texts = data.document_texts(c)
         doc_text = dict(zip(c["doc_id"].to_pylist(), texts))
-        dup_embeddings = (near_duplicate_embeddings(depth_rules, dup_index, doc_text, texts)
-                          if depth_rules is not None else None)
-        depth = {"depth_rules": depth_rules, "dup_embeddings": dup_embeddings}
+        depth = {"depth_rules": depth_rules}
+        if depth_rules is not None and "near-duplicate" in depth_rules.rules:
+            depth["doc_key"] = data.text_keys_by_id(c)
+            depth["dup_embeddings"] = near_duplicate_embeddings(depth_rules, dup_index, doc_text, texts)
         if cfg.teacher_kind == "bi-encoder":
             sources = [IndexEmbeddings(index_dir)] if index_dir is not None else []
             ident = teacher_encoder_identity(cfg) if cache_dir is not None else None

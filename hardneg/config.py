@@ -26,7 +26,7 @@ RETRIEVERS = tuple(registry.RETRIEVERS)
 TEACHER_KINDS = tuple(registry.TEACHERS)  # as registered when hardneg.config is imported (`CHOICES` reads it live)
 POSITIVE_REFERENCES = ("min", "mean", "max")
 EXPORT_FORMATS = ("triplets", "n-tuple", "labeled", "labeled-list", "flagembedding", "margin-mse")
-SAMPLING = ("top", "random", "simans")  # hardneg.sampling.STRATEGIES
+SAMPLING = ("top", "hardest", "random", "simans")  # hardneg.sampling.STRATEGIES
 FAISS_INDEXES = ("flat", "ivf", "hnsw")
 EMBEDDING_DTYPES = ("float32", "float16")
 FUSIONS = ("rrf", "weighted")
@@ -110,7 +110,7 @@ class MineConfig:
     range_min: int = opt(0, "Skip the N best-ranked candidates (positives are always kept).")
     range_max: int = opt(0, "Last rank kept, and the retrieval depth (0 = top_k).")
     sample: int = opt(0, "Keep N candidates per query from the rank window (0 = all).")
-    sampling: str = opt("top", "With sample: top (best rank), random, or simans (around the best positive's "
+    sampling: str = opt("top", "With sample: top (best rank), hardest (highest retriever score), random, or simans (around the best positive's "
                         "retriever score).")
     seed: int = opt(0, SEED_HELP)
     simans_a: float = opt(0.5, SIMANS_HELP + "a.")
@@ -150,7 +150,8 @@ class FilterConfig:
                                    "(the teacher disagrees with the label), compare against the weakest of them "
                                    "instead (0 = off).")
     negatives_per_query: int = opt(5, "Keep at most this many survivors per query (0 = all).")
-    sampling: str = opt("top", "Which survivors: top (best retriever rank), random, or simans.")
+    sampling: str = opt("top", "Which survivors: top (best retriever rank), hardest (highest teacher score: "
+                        "closest below the threshold), random, or simans.")
     seed: int = opt(0, SEED_HELP)
     simans_a: float = opt(0.5, SIMANS_HELP + "a.")
     simans_b: float = opt(0.0, SIMANS_HELP + "b.")

@@ -1,10 +1,12 @@
-"""Choosing N rows per query among eligible candidates: `top`, `random` (seeded) and `simans`.
+"""Choosing N rows per query among eligible candidates: `top`, `hardest`, `random` (seeded) and `simans`.
 
 Used by `filter` (`--negatives-per-query N --sampling ...`) and open to `mine`. Every strategy is deterministic for
 a given seed and independent of how rows are split into parts: the random key of a row is a seeded hash of its
 (query_id, doc_id), not a draw from a shared generator.
 
 * `top`: the best retriever ranks first.
+* `hardest`: the highest scores first (in `filter`, the teacher's: the survivors closest below the rules' threshold;
+  in `mine`, the retriever's). With a hybrid retriever this differs from `top`, whose fused rank mixes in bm25.
 * `random`: uniform without replacement.
 * `simans` (SimANS, arXiv 2210.11773): without replacement, with weight exp(-a * (s - p - b)^2), where s is the
   candidate's score and p the query's positive score: ambiguous candidates near the positive are preferred, neither
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import polars as pl
 
-STRATEGIES = ("top", "random", "simans")
+STRATEGIES = ("top", "hardest", "random", "simans")
 _NEVER = 2**31 - 1
 
 
@@ -31,6 +33,8 @@ def order_key(strategy: str, seed: int = 0, score: str = "teacher_score", pos: s
     """Smaller key = chosen first."""
     if strategy == "top":
         return pl.col("rank").fill_null(_NEVER).cast(pl.Float64)
+    if strategy == "hardest":
+        return (-pl.col(score).cast(pl.Float64)).fill_null(float(_NEVER))
     if strategy == "random":
         return uniform(seed)
     if strategy == "simans":

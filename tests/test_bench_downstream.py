@@ -166,7 +166,10 @@ def test_the_default_variants_differ_from_the_shipped_default_only_in_their_name
     default = _flat(load_pipeline(ROOT / "configs" / "default.toml"))
     allowed = {"default-simans": {("filter", "sampling"), ("filter", "simans_a"), ("filter", "simans_b"),
                                   ("filter", "seed")},
-               "default-top100": {("mine", "top_k")}}
+               "default-top100": {("mine", "top_k")},
+               "default-hardest": {("filter", "sampling")},
+               "default-window30": {("filter", "rules"), ("filter", "rank_max")},
+               "default-hardest-window30": {("filter", "sampling"), ("filter", "rules"), ("filter", "rank_max")}}
     for name, knobs in allowed.items():
         variant = _flat(load_pipeline(ROOT / "bench" / "configs" / f"{name}.toml"))
         differ = {k for k in default if default[k] != variant[k]}

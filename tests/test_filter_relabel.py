@@ -99,7 +99,7 @@ def test_relabel_stage_labels_every_row(relabeled_dir):
 
 def test_sampling_strategies_are_seeded_and_keep_n_survivors():
     rows = ROWS[:2] + [("q", f"n{i}", 10 + i, False, 0.1 + i / 100) for i in range(20)]
-    for strategy in ("top", "random", "simans"):
+    for strategy in ("top", "hardest", "random", "simans"):
         cfg = FilterConfig(negatives_per_query=4, sampling=strategy, seed=7)
         a = pl.from_arrow(filter_table(scored(rows), cfg))
         b = pl.from_arrow(filter_table(scored(rows), cfg))
@@ -108,6 +108,8 @@ def test_sampling_strategies_are_seeded_and_keep_n_survivors():
         assert (a.filter(~pl.col("keep"))["reason"] == "not_sampled").all()
         if strategy == "top":
             assert kept == ["n0", "n1", "n2", "n3"]
+        if strategy == "hardest":  # the highest teacher scores, wherever the retriever ranked them
+            assert sorted(kept) == ["n16", "n17", "n18", "n19"]
     r1 = pl.from_arrow(filter_table(scored(rows), FilterConfig(negatives_per_query=4, sampling="random", seed=1)))
     r2 = pl.from_arrow(filter_table(scored(rows), FilterConfig(negatives_per_query=4, sampling="random", seed=2)))
     assert set(r1.filter(pl.col("keep"))["doc_id"]) != set(r2.filter(pl.col("keep"))["doc_id"])

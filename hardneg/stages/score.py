@@ -239,7 +239,7 @@ def depth_plan(cfg: ScoreConfig, rules: FilterConfig | None, relabel: RelabelCon
     if rules.negatives_per_query == 0:
         return None, "full: negatives_per_query = 0 keeps every survivor"
     if rules.sampling != "top":
-        return None, f"full: sampling {rules.sampling} draws from every survivor"
+        return None, f"full: sampling {rules.sampling} chooses among every survivor"
     promotes = relabel is None or (relabel.promote and relabel.policy == "relabel")
     if promotes and cfg.depth == "auto":
         return None, ("full: relabel promotes by teacher score, and any unscored candidate could be promoted "

@@ -149,6 +149,8 @@ class FilterConfig:
     positive_floor_rank: int = opt(0, "When a query's positive scores below all of the retriever's top N candidates "
                                    "(the teacher disagrees with the label), compare against the weakest of them "
                                    "instead (0 = off).")
+    max_positive_rank: int | None = opt(None, "positive-rank: drop a query whose best positive the teacher scores "
+                                        "below this many candidates.")
     negatives_per_query: int = opt(5, "Keep at most this many survivors per query (0 = all).")
     sampling: str = opt("top", "Which survivors: top (best retriever rank), hardest (highest teacher score: "
                         "closest below the threshold), random, or simans.")

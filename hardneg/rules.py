@@ -41,6 +41,7 @@ class Rule:
     check: Callable[[Config, str], None] = _no_check  # raise HardnegError (naming `source`) on values it cannot use
     margin: Callable[[Config], pl.Expr] | None = None  # its threshold on s − p (report's margin plot), if it has one
     score_threshold: Callable[[Config], float | None] | None = None  # its threshold on s (report's score plot)
+    whole_pool: bool = False  # it reads every candidate of a query (score's adaptive depth then scores them all)
 
     def __post_init__(self):
         if self.text is None:
@@ -149,6 +150,14 @@ def _rank_window(cfg: Config) -> pl.Expr:
     return below | ((rank > cfg.rank_max) if cfg.rank_max is not None else pl.lit(False))
 
 
+def _positive_rank(cfg: Config) -> pl.Expr:
+    import polars as pl
+
+    s, positive = _score(), pl.col("is_positive")
+    best = s.filter(positive).max().over("query_id")
+    return (~positive & (s > best)).sum().over("query_id") >= cfg.max_positive_rank
+
+
 def _near_duplicate(cfg: Config) -> pl.Expr:
     import polars as pl
 
@@ -216,6 +225,13 @@ register(Rule(
     "rank-window", "outside_rank_window",
     "rank <= rank_min or rank > rank_max (it keeps ranks rank_min + 1 .. rank_max, as mine's range_min / range_max)",
     _rank_window, fields=("rank_min", "rank_max"), check=_check_rank_window, text=_rank_window_text))
+register(Rule(
+    "positive-rank", "positive_outranked",
+    "the teacher scores max_positive_rank or more candidates above the query's best positive: the query leaves the "
+    "training file (a consistency filter: the teacher disagrees with its label, so its negatives would be guesses)",
+    _positive_rank, fields=("max_positive_rank",), check=_needs("max_positive_rank", "positive-rank"),
+    text=lambda cfg: f"drop the query if >= {cfg.max_positive_rank} candidates score above its best positive",
+    whole_pool=True))
 register(Rule(
     "near-duplicate", "near_duplicate_of_positive",
     "its normalized text (case, punctuation and spacing ignored) is a positive's, or its document-document cosine "

@@ -93,7 +93,7 @@ def test_a_rule_name_or_reason_is_registered_once(toy_rule):
                          ("other", "perc_pos"), ("perc_pos", "other")):
         with pytest.raises(ValueError, match="same name or reason"):
             rules.register(rules.Rule(name, reason, "x", condition=lambda cfg: pl.lit(False)))
-    assert len(rules.RULES) == 7
+    assert len(rules.RULES) == 8
 
 
 def test_perc_pos_spelled_as_its_reason_is_accepted_by_cli_and_config_and_means_perc_pos(monkeypatch):
@@ -131,6 +131,31 @@ def test_the_rank_window_skips_rank_min_ranks_as_mine_skips_range_min():
     assert "--rank-max <int> Last rank kept" in text and "--range-max <int> Last rank kept" in mine
     with pytest.raises(HardnegError, match="rank_min = 4 is not below rank_max = 4"):
         validate(FilterConfig(rules=["rank-window"], rank_min=4, rank_max=4))
+
+
+def test_positive_rank_drops_the_queries_whose_best_positive_the_teacher_outranks_and_scores_the_whole_pool():
+    """A query keeps its candidates only while fewer than max_positive_rank of them score above its best positive;
+    the rule reads every candidate, so score's adaptive depth does not stop early for it."""
+    from hardneg.config import ScoreConfig
+    from hardneg.stages.score import depth_plan
+
+    rows = ([("q1", "p", 9, True, 0.50), ("q1", "w", None, True, 0.10)]    # best positive outranked by 2
+            + [("q1", f"a{i}", i, False, s) for i, s in enumerate((0.9, 0.8, 0.3, 0.2), 1)]
+            + [("q2", "p", 1, True, 0.90)]                                   # outranked by 1
+            + [("q2", f"b{i}", i, False, s) for i, s in enumerate((0.95, 0.4, 0.3), 1)])
+    cfg = validate(FilterConfig(rules=["positive-rank", "perc-pos"], max_positive_rank=2, negatives_per_query=0))
+    df = pl.from_arrow(filter_table(scored(rows), cfg))
+    kept = df.filter(pl.col("keep") & ~pl.col("is_positive"))["doc_id"].to_list()
+    assert kept == ["b2", "b3"]  # q2: b1 by perc-pos only
+    assert set(df.filter(pl.col("query_id") == "q1").filter(~pl.col("is_positive"))["reason"]) == {
+        "positive_outranked"}
+    assert df.filter(pl.col("is_positive"))["keep"].all()
+    plan, why = depth_plan(ScoreConfig(), FilterConfig(**{**asdict(cfg), "negatives_per_query": 5}),
+                           RelabelConfig(policy="drop"))
+    assert plan is None and "positive-rank" in why
+    assert depth_plan(ScoreConfig(), FilterConfig(rules=["perc-pos"]), RelabelConfig(policy="drop"))[0] is not None
+    with pytest.raises(HardnegError, match="rule positive-rank needs a value: pass --max-positive-rank"):
+        validate(FilterConfig(rules=["positive-rank"]))
 
 
 def test_the_rule_checks_run_through_config_validate():

@@ -21,6 +21,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from hardneg import rules as filter_rules
 from hardneg import schemas
 from hardneg.config import FilterConfig, RelabelConfig, ScoreConfig, asdict
 from hardneg.errors import HardnegError
@@ -238,6 +239,9 @@ def depth_plan(cfg: ScoreConfig, rules: FilterConfig | None, relabel: RelabelCon
         return None, "full: no filter rules given (hardneg run, or score --filter-config)"
     if rules.negatives_per_query == 0:
         return None, "full: negatives_per_query = 0 keeps every survivor"
+    whole = [name for name in rules.rules if filter_rules.lookup(name).whole_pool]
+    if whole:
+        return None, f"full: rule {whole[0]} compares every candidate with the positive"
     if rules.sampling != "top":
         return None, f"full: sampling {rules.sampling} chooses among every survivor"
     promotes = relabel is None or (relabel.promote and relabel.policy == "relabel")

@@ -184,3 +184,37 @@ def test_steps_per_data_set():
     args = types.SimpleNamespace(steps=downstream.parse_steps(["40", "nfcorpus=80"]))
     assert downstream.steps_of(args, "nfcorpus") == 80 and downstream.steps_of(args, "scifact") == 40
     assert downstream.steps_of(types.SimpleNamespace(steps=5), "scifact") == 5
+
+
+def test_a_row_whose_training_file_has_the_same_rows_as_an_evaluated_one_reuses_its_evaluations(tmp_path,
+                                                                                              monkeypatch):
+    """A bench variant promoted to the default trains on the very same rows: its evaluations are not redone."""
+    cache = tmp_path / "toy"
+    ds = types.SimpleNamespace(name="toy", cache=cache)
+    args = types.SimpleNamespace(steps=40, batch_size=32, lr=2e-5, max_seq_length=64, quick=False)
+    same, other = {"q1": [["d1", "d2"]]}, {"q1": [["d1", "d3"]]}
+    files = {"hardneg-a": {"row": "hardneg-a", "key": "ka", "rows": same},
+             "hardneg-b": {"row": "hardneg-b", "key": "kb", "rows": same},
+             "hardneg-c": {"row": "hardneg-c", "key": "kc", "rows": other}}
+    (cache / "files").mkdir(parents=True)
+    for f in files.values():
+        (cache / "files" / f"{f['row']}-{f['key']}.json").write_text(downstream.json.dumps(f))
+    monkeypatch.setattr(downstream, "file_key", lambda row: files[row]["key"])
+    monkeypatch.setattr(downstream, "training_file", lambda row, ds, args: files[row])
+    path, settings = downstream.eval_path("hardneg-a", 0, cache, args)
+    path.parent.mkdir(parents=True)
+    path.write_text(downstream.json.dumps({**_run("hardneg-a", 0, 0.61), "settings": settings}))
+
+    def no_training(*a, **k):
+        raise RuntimeError("trained")
+
+    monkeypatch.setattr(downstream, "load_model", no_training)
+    got = downstream.model_eval("hardneg-b", 0, ds, args)
+    assert got["row"] == "hardneg-b" and got["ndcg_at_10"] == 0.61 and got["same_rows_as"] == "hardneg-a"
+    assert downstream.eval_path("hardneg-b", 0, cache, args)[0].exists()  # cached under its own name now
+    for row, seed in (("hardneg-c", 0), ("hardneg-b", 1)):  # other rows, or a seed not evaluated: trained
+        try:
+            downstream.model_eval(row, seed, ds, args)
+            raise AssertionError(f"{row} seed {seed} reused an evaluation")
+        except RuntimeError as e:
+            assert str(e) == "trained"

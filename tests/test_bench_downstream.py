@@ -169,7 +169,8 @@ def test_the_default_variants_differ_from_the_shipped_default_only_in_their_name
                "default-top100": {("mine", "top_k")},
                "default-hardest": {("filter", "sampling")},
                "default-window30": {("filter", "rules"), ("filter", "rank_max")},
-               "default-hardest-window30": {("filter", "sampling"), ("filter", "rules"), ("filter", "rank_max")},
+               **{f"default-hardest-window{w}": {("filter", "sampling"), ("filter", "rules"), ("filter", "rank_max")}
+                  for w in (20, 30, 50)},
                "default-hardest-consistency10": {("filter", "sampling"), ("filter", "rules"),
                                                  ("filter", "max_positive_rank")},
                "default-hardest-consistency30": {("filter", "sampling"), ("filter", "rules"),

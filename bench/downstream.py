@@ -25,7 +25,9 @@ Protocol (per data set, NFCorpus and SciFact, BEIR layout under --data-root):
 * Evaluation: the TEST split over the full corpus, exact cosine, nDCG@10 and Recall@100 (bench/protocol.py).
 * Cache: bench/.cache/downstream/<data set>/ holds the hidden-positive copy and its import, each hardneg run
   (keyed by the config file's content), each training file (ids, metrics) and each model's evaluation (keyed by the
-  training file's content and the training settings): a killed run resumes where it stopped.
+  row, its training file's key, the seed and the training settings): a killed run resumes where it stopped. A row
+  whose training file has the very same rows as one evaluated already (a variant promoted to the default, a config
+  renamed) reuses that evaluation: training depends on nothing else.
 
 Results: bench/results/downstream.json ({"runs": [...], "files": [...]}), bench/results/downstream.md and the
 table between the downstream markers of bench/README.md, bench/results/downstream.png (nDCG@10 against the training

@@ -110,8 +110,8 @@ class MineConfig:
     range_min: int = opt(0, "Skip the N best-ranked candidates (positives are always kept).")
     range_max: int = opt(0, "Last rank kept, and the retrieval depth (0 = top_k).")
     sample: int = opt(0, "Keep N candidates per query from the rank window (0 = all).")
-    sampling: str = opt("top", "With sample: top (best rank), hardest (highest retriever score), random, or simans (around the best positive's "
-                        "retriever score).")
+    sampling: str = opt("top", "With sample: top (best rank), hardest (highest retriever score), random, or simans "
+                        "(around the best positive's retriever score).")
     seed: int = opt(0, SEED_HELP)
     simans_a: float = opt(0.5, SIMANS_HELP + "a.")
     simans_b: float = opt(0.0, SIMANS_HELP + "b.")
@@ -424,7 +424,8 @@ def parse_override(item: str) -> tuple[str, str, object]:
 
 def apply_overrides(data: dict, overrides) -> set[str]:
     """Apply `--set section.key=value` items to the parsed TOML `data` in place; return the sections they touched.
-    An unknown section or key, or a value of the wrong type, is a HardnegError naming it."""
+    `section.key=none` unsets a key whose default is None. An unknown section or key, or a value of the wrong type,
+    is a HardnegError naming it."""
     sections = {f.name.rstrip("_"): f for f in dataclasses.fields(PipelineConfig)}
     touched = set()
     for item in overrides or ():
@@ -435,11 +436,16 @@ def apply_overrides(data: dict, overrides) -> set[str]:
         known = [f.name for f in dataclasses.fields(cls)]
         if key not in known:
             raise HardnegError(f"--set {item}: unknown key {key!r} in [{section}]; known keys: {', '.join(known)}")
-        check_types(cls(), {key: value}, f"--set {item}", f"[{section}] ")
+        unset = isinstance(value, str) and value.lower() == "none" and getattr(cls(), key) is None
+        if not unset:  # `key=none` unsets an optional key (e.g. the value of a rule taken out of `rules`)
+            check_types(cls(), {key: value}, f"--set {item}", f"[{section}] ")
         table = data.setdefault(section, {})
         if not isinstance(table, dict):
             raise HardnegError(f"--set {item}: [{section}] is not a table in the config")
-        table[key] = value
+        if unset:
+            table.pop(key, None)
+        else:
+            table[key] = value
         touched.add(section)
     return touched
 

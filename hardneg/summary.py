@@ -123,10 +123,11 @@ def render(summary: dict) -> str:
             lines.append(f"  positives in the file   {by['qrels']} qrels, {by['promoted']} promoted")
     fig = summary["figures"]
     head = f"{' median  [p10 .. p90]':<32}rows"
-    lines.append(f"{'teacher score':<24}{head}")
-    lines += [f"  {g:<22}{_spread_text(d, '{:.3f}'):<32}{d['rows']}" for g, d in fig["teacher_score"].items()]
-    lines.append(f"{'margin s - p':<24}{head}   (p = the query's {fig['positive_reference']} positive score)")
-    lines += [f"  {g:<22}{_spread_text(d):<32}{d['rows']}" for g, d in fig["margin_to_positive"].items()]
+    w = max([22] + [len(g) + 1 for g in (*fig["teacher_score"], *fig["margin_to_positive"])])  # a long reason
+    lines.append(f"{'teacher score':<{w + 2}}{head}")
+    lines += [f"  {g:<{w}}{_spread_text(d, '{:.3f}'):<32}{d['rows']}" for g, d in fig["teacher_score"].items()]
+    lines.append(f"{'margin s - p':<{w + 2}}{head}   (p = the query's {fig['positive_reference']} positive score)")
+    lines += [f"  {g:<{w}}{_spread_text(d):<32}{d['rows']}" for g, d in fig["margin_to_positive"].items()]
     for t in fig["margin_thresholds"]:
         span = f" (range {t['lo']:+.3g} .. {t['hi']:+.3g} over queries)" if t["hi"] > t["lo"] else ""
         lines.append(f"  {t['rule']} drops at s - p > {t['median']:+.3g}{span}")

@@ -182,12 +182,17 @@ def test_config_show_round_trips(name, tmp_path):
 
 
 def test_config_show_with_set_and_a_judge_section(tmp_path):
+    # a rule taken out of the default's `rules` has its value unset with `key=none`
     shown = invoke("config", "show", "--set", "judge.max_per_query=3", "--set", 'export.prompt="q: \\"x\\""',
-                   "--set", "index.retriever=bm25", "--set", 'filter.rules=["perc-pos"]').output
+                   "--set", "index.retriever=bm25", "--set", 'filter.rules=["perc-pos"]',
+                   "--set", "filter.max_positive_rank=none").output
     cfg = resolve_pipeline("default", ["judge.max_per_query=3", 'export.prompt="q: \\"x\\""',
-                                       "index.retriever=bm25", 'filter.rules=["perc-pos"]'])
+                                       "index.retriever=bm25", 'filter.rules=["perc-pos"]',
+                                       "filter.max_positive_rank=none"])
     assert cfg.judge.max_per_query == 3 and cfg.export.prompt == 'q: "x"' and cfg.index.retriever == "bm25"
-    assert cfg.filter.rules == ["perc-pos"]
+    assert cfg.filter.rules == ["perc-pos"] and cfg.filter.max_positive_rank is None
+    with pytest.raises(HardnegError, match="max_positive_rank is set but rule positive-rank is not in rules"):
+        resolve_pipeline("default", ['filter.rules=["perc-pos"]'])
     (tmp_path / "shown.toml").write_text(shown)
     assert load_pipeline(tmp_path / "shown.toml") == cfg
     assert to_toml(cfg) in shown
@@ -197,6 +202,7 @@ def test_config_show_with_set_and_a_judge_section(tmp_path):
     ("nosection.x=1", "unknown section [nosection]"),
     ("filter.nokey=1", "unknown key 'nokey' in [filter]"),
     ("filter.ratio=abc", "ratio = 'abc' should be a float"),
+    ("filter.ratio=none", "ratio = 'none' should be a float"),  # none unsets only keys that default to None
     ("filter.max_score=abc", "max_score = 'abc' should be a float"),
     ("mine.top_k=1.5", "top_k = 1.5 should be a int"),
     ("filter.rules=perc-pos", "rules = 'perc-pos' should be a list"),

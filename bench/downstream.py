@@ -667,7 +667,7 @@ def plot(doc: dict, out: Path) -> None:
 
     summary = summarize(doc["runs"], doc["files"])
     datasets = sorted({k[0] for k in summary})
-    fig, axes = plt.subplots(len(datasets), 2, figsize=(11, 4.2 * len(datasets)), squeeze=False)
+    fig, axes = plt.subplots(len(datasets), 2, figsize=(13, 5.5 * len(datasets)), squeeze=False)
     for i, dataset in enumerate(datasets):
         for j, (metric, label) in enumerate([("fn_rate", "false-negative rate of the training file's negatives"),
                                              ("median_rank", ("hardness: median base-model rank of the negatives "
@@ -678,10 +678,13 @@ def plot(doc: dict, out: Path) -> None:
                 if ds != dataset or f.get(metric) is None:
                     continue
                 x = f[metric] * (100 if metric == "fn_rate" else 1)
-                color = "tab:red" if row.startswith("hardneg") else "tab:blue"
-                ax.errorbar(x, s["ndcg"], yerr=s["ndcg_sd"], fmt="o", color=color, capsize=3)
-                ax.annotate(f"{row} (n={s['n']})", (x, s["ndcg"]), textcoords="offset points", xytext=(5, 4),
-                            fontsize=8)
+                default = row == "hardneg-default"
+                color = "black" if default else "tab:red" if row.startswith("hardneg") else "tab:blue"
+                ax.errorbar(x, s["ndcg"], yerr=s["ndcg_sd"], fmt="*" if default else "o", color=color, capsize=3,
+                            markersize=11 if default else 5, zorder=3 if default else 2)
+                name = row.removeprefix("hardneg-") + ("" if s["n"] >= 3 else f" (n={s['n']})")
+                ax.annotate(name, (x, s["ndcg"]), textcoords="offset points", xytext=(5, 4), fontsize=7,
+                            fontweight="bold" if default else "normal", color=color)
             for row, style in (("base", "--"), ("in-batch", ":")):
                 s = summary.get((dataset, row))
                 if s:
@@ -695,7 +698,8 @@ def plot(doc: dict, out: Path) -> None:
             ax.set_xlabel(label + (" (%)" if metric == "fn_rate" else ""), fontsize=9)
             ax.set_ylabel(f"{dataset} test nDCG@10 (mean ± sd)", fontsize=9)
             ax.grid(alpha=0.3)
-    fig.suptitle("Downstream: MiniLM fine-tuned on each training file (red: hardneg configs)", fontsize=11)
+    fig.suptitle("Downstream: MiniLM fine-tuned on each training file, mean ± sd over the seeds (black star: hardneg's "
+                 "default; red: other hardneg configs; blue: the alternatives)", fontsize=10)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)

@@ -369,3 +369,18 @@ def test_bm25_search_in_memory_bounded_sub_batches_ranks_the_same(index_dirs, da
         got = one_batch[0][i][one_batch[0][i] >= 0]
         if ids:
             np.testing.assert_allclose(retriever.model.get_scores(ids)[got], one_batch[1][i][: len(got)], rtol=1e-5)
+
+
+def test_hardest_sampling_in_mine_takes_the_highest_retriever_scores_not_the_best_ranks():
+    """mine's `hardest` reads the retriever score; a (hybrid-like) rank that disagrees with it does not decide."""
+    from hardneg.stages.mine import select_candidates
+
+    rows = [("p", None, 10.0, True), ("a", 1, 2.0, False), ("b", 2, 9.0, False), ("c", 3, 5.0, False),
+            ("d", 4, 8.0, False)]
+    cols = ["doc_id", "rank", "retriever_score", "is_positive"]
+    table = pa.table({"query_id": ["q"] * len(rows), **{c: list(v) for c, v in zip(cols, zip(*rows))},
+                      "retriever": ["hybrid"] * len(rows), "same_text_as_positive": [False] * len(rows)},
+                     schema=schemas.MINED)
+    kept = {s: set(pl.from_arrow(select_candidates(table, MineConfig(top_k=4, sample=2, sampling=s)))
+                   .filter(~pl.col("is_positive"))["doc_id"]) for s in ("top", "hardest")}
+    assert kept == {"top": {"a", "b"}, "hardest": {"b", "d"}}

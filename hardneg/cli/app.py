@@ -124,7 +124,8 @@ def done(manifest: dict, out: Path) -> None:
 # options shared by the commands (a stage's config options are generated from its dataclass: hardneg.cli.options)
 OVERWRITE = typer.Option(False, "--overwrite", help="Replace a finished output (or an unfinished one of another config).")
 SET = typer.Option(None, "--set", help="Override a config key: section.key=value, the value in TOML (filter.ratio=0.9, "
-                   "index.retriever=bm25, 'filter.rules=[\"perc-pos\"]'); repeat for several.")
+                   "index.retriever=bm25, 'filter.rules=[\"perc-pos\"]'; key=none unsets an optional key); repeat "
+                   "for several.")
 
 # where and which units of a stage run (hardneg.executor)
 SHARD = typer.Option(

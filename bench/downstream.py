@@ -492,11 +492,16 @@ def eval_path(row: str, seed, ds_cache: Path, args) -> tuple[Path, dict]:
                 "max_seq_length": args.max_seq_length, "quick": args.quick}
     if getattr(args, "loss", "mnrl") != "mnrl":
         settings["loss"] = args.loss
-    key = sha({"row": row, "seed": seed, "file": None if row == "base" else file_key(row), "settings": settings})
-    return ds_cache / "evals" / f"{row}-seed{seed}-{key}.json", settings
+    return evaluation_file(ds_cache, row, seed, None if row == "base" else file_key(row), settings), settings
 
 
-def same_file_eval(row: str, seed, f: dict, ds: Dataset, args) -> dict | None:
+def evaluation_file(ds_cache: Path, row: str, seed, file: str | None, settings: dict) -> Path:
+    """Where the evaluation of `row` trained on the file keyed `file` with `seed` and `settings` is cached."""
+    key = sha({"row": row, "seed": seed, "file": file, "settings": settings})
+    return ds_cache / "evals" / f"{row}-seed{seed}-{key}.json"
+
+
+def same_file_eval(row: str, seed, f: dict, ds: Dataset, settings: dict) -> dict | None:
     """An evaluation already made of a training file with the very same rows (another row's name, e.g. a bench
     variant that became the default): training depends only on the rows, the seed and the settings."""
     digest = sha(f["rows"])
@@ -504,9 +509,7 @@ def same_file_eval(row: str, seed, f: dict, ds: Dataset, args) -> dict | None:
         o = json.loads(other.read_text())
         if o["key"] == f["key"] or sha(o["rows"]) != digest:
             continue
-        _, settings = eval_path(row, seed, ds.cache, args)
-        key = sha({"row": o["row"], "seed": seed, "file": o["key"], "settings": settings})
-        done = ds.cache / "evals" / f"{o['row']}-seed{seed}-{key}.json"
+        done = evaluation_file(ds.cache, o["row"], seed, o["key"], settings)
         if done.exists():
             return {**json.loads(done.read_text()), "row": row, "same_rows_as": o["row"]}
     return None
@@ -517,7 +520,7 @@ def model_eval(row: str, seed, ds: Dataset, args) -> dict:
     if path.exists():
         return json.loads(path.read_text())
     f = None if row == "base" else training_file(row, ds, args)
-    if f is not None and (out := same_file_eval(row, seed, f, ds, args)) is not None:
+    if f is not None and (out := same_file_eval(row, seed, f, ds, settings)) is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(out, indent=1))
         log(f"{ds.name}: {row} seed {seed}: the same rows as {out['same_rows_as']}, evaluated already")

@@ -142,11 +142,6 @@ def normalize(text: str) -> str:
     return normalize_text([text])[0].as_py()
 
 
-def normalize_by_id(texts: dict[str, str]) -> dict[str, str]:
-    """{id: text} -> {id: normalized text}, in one `normalize_text` call."""
-    return dict(zip(texts, normalize_text(list(texts.values())).to_pylist()))
-
-
 def text_keys(corpus: pa.Table, batch_rows: int = 65536) -> pa.Array:
     """A 64-bit key (`text_hash`) of every document's normalized title and text: documents with the same normalized
     text have the same key. `index` stores them beside the doc ids, so `mine` flags same-text candidates without

@@ -1,8 +1,12 @@
 """Downstream benchmark: does a model fine-tuned on hardneg's training file beat one trained on the alternatives?
 
-    python bench/downstream.py --data-root ../shared/data                  # the full run (resumes from bench/.cache)
+    python bench/downstream.py --data-root ../shared/data                  # the core run (resumes from bench/.cache)
     python bench/downstream.py --data-root ../shared/data --quick          # smoke: SciFact, 3 rows, 1 seed, minutes
     python bench/downstream.py --report-only                               # table + plot from the JSON
+
+The core run is the 8 rows of PRIORITY (base, in-batch, hardneg-default, the sentence-transformers miners, naive,
+random) at 3 seeds with the kept setting (40 steps of 32, lr 2e-5, 64 tokens, MNRL); `--rows` adds the hardneg
+variants and the other shipped configs (bench/README.md, "Downstream", has the full list).
 
 Protocol (per data set, NFCorpus and SciFact, BEIR layout under --data-root):
 * Training data: the TRAIN split, every train query with a relevant document. Each query keeps ONE labeled positive
@@ -228,7 +232,7 @@ def steps_of(args, dataset: str) -> int:
     """Training steps of a data set: `--steps 80` for all, or `--steps nfcorpus=80 scifact=50` (a bare number is the
     default of the data sets not named)."""
     steps = args.steps if isinstance(args.steps, dict) else parse_steps([str(args.steps)])
-    return steps.get(dataset, steps.get("*", 30))
+    return steps.get(dataset, steps.get("*", 40))
 
 
 def parse_steps(values: list[str]) -> dict[str, int]:
@@ -733,13 +737,13 @@ def main(argv=None):
     ap.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data",
                     help="directory holding the BEIR data sets (nfcorpus/, scifact/)")
     ap.add_argument("--datasets", nargs="+", default=["scifact", "nfcorpus"])
-    ap.add_argument("--rows", nargs="+", default=PRIORITY[:6],
+    ap.add_argument("--rows", nargs="+", default=PRIORITY,
                     help="rows in priority order; hardneg-NAME runs configs/NAME.toml or bench/configs/NAME.toml")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--steps", nargs="+", default=["30"],
+    ap.add_argument("--steps", nargs="+", default=["40"],
                     help="training steps: N for every data set, or NAME=N per data set (nfcorpus=80 scifact=50)")
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--lr", type=float, default=2e-5)
     ap.add_argument("--loss", choices=["mnrl", "gist"], default="mnrl",
                     help="mnrl: MultipleNegativesRankingLoss; gist: GISTEmbedLoss guided by the frozen base model")
     ap.add_argument("--max-seq-length", type=int, default=64, help="training and evaluation length")

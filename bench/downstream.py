@@ -732,7 +732,7 @@ def write_results(doc: dict, out: Path, readme: Path | None) -> None:
         write(readme, f"{head}{BEGIN}\n{table}\n{END}{tail}")
 
 
-def main(argv=None):
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data",
                     help="directory holding the BEIR data sets (nfcorpus/, scifact/)")
@@ -760,7 +760,17 @@ def main(argv=None):
                     help="torch threads (two one-thread workers, one per data set, waste less on a busy CPU)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     ap.add_argument("--cache", type=Path, default=ROOT / "bench" / ".cache" / "downstream")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def training_settings(args) -> dict:
+    """The training settings the results' header records (`args.steps` parsed)."""
+    keys = ("steps", "batch_size", "lr", "max_seq_length", "quick", "loss")
+    return {k: v for k, v in vars(args).items() if k in keys}
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
     # the command that reproduces the table (workers split --datasets; --report-only rewrites it from the cache)
     command = (f"python bench/downstream.py --data-root ../shared/data --rows {' '.join(args.rows)} --seeds "
                f"{' '.join(map(str, args.seeds))} --steps {' '.join(args.steps)} --batch-size {args.batch_size} --lr {args.lr} "
@@ -772,8 +782,7 @@ def main(argv=None):
         args.report_datasets = args.datasets
     readme = None if args.quick else ROOT / "bench" / "README.md"
     args.steps = parse_steps(args.steps)
-    settings = {k: v for k, v in vars(args).items()
-                if k in ("steps", "batch_size", "lr", "max_seq_length", "quick", "loss")}
+    settings = training_settings(args)
     header = {"command": command, "argv": sys.argv[1:] if argv is None else argv,
               "settings": settings | {"protocol_seed": PROTOCOL_SEED, "miner_length": MINER_LENGTH}}
 

@@ -224,3 +224,18 @@ def test_a_row_whose_training_file_has_the_same_rows_as_an_evaluated_one_reuses_
             raise AssertionError(f"{row} seed {seed} reused an evaluation")
         except RuntimeError as e:
             assert str(e) == "trained"
+
+
+def test_the_bare_command_runs_the_protocol_of_the_committed_results():
+    """`python bench/downstream.py --data-root DIR` (the core run) trains with the very settings the committed table
+    was made with, on its core rows: no flag to remember for a rerun to reproduce it."""
+    import json
+
+    committed = json.loads((ROOT / "bench" / "results" / "downstream.json").read_text())
+    args = downstream.parser().parse_args(["--data-root", "somewhere"])
+    args.steps = downstream.parse_steps(args.steps)
+    settings = downstream.training_settings(args)
+    assert {k: v for k, v in committed["settings"].items() if k in settings} == settings
+    assert args.rows == downstream.PRIORITY and args.seeds == [0, 1, 2]
+    trained = {r["row"] for r in committed["runs"] if r["seed"] is not None}
+    assert set(downstream.PRIORITY) - {"base"} <= trained

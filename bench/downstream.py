@@ -278,8 +278,11 @@ def file_st(row: str, ds: Dataset, args) -> dict:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise NotYet(f"another process is encoding {folder}") from None
-        out = mine_hard_negatives(data, load_model(MINER_LENGTH), corpus=corpus, cache_folder=str(folder),
-                                  **ST_ROWS[row])
+        model = load_model(MINER_LENGTH)
+        # sampling_strategy="random" draws with Python's global `random`, which the miner never seeds: unseeded, every
+        # mining of st-recipe would be another file (bench/README.md, "Downstream", says what that changed)
+        random.seed(PROTOCOL_SEED)
+        out = mine_hard_negatives(data, model, corpus=corpus, cache_folder=str(folder), **ST_ROWS[row])
     by_query: dict[str, list[str]] = {}
     for q in qids:
         by_query.setdefault(ds.queries[q], [])
@@ -392,6 +395,8 @@ def file_key(row: str) -> str:
         parts["config"] = hashlib.sha256(config_path(row.removeprefix("hardneg-")).read_bytes()).hexdigest()
     if row in ST_ROWS:
         parts["st"] = ST_ROWS[row]
+        if ST_ROWS[row].get("sampling_strategy") == "random":
+            parts["python_random_seed"] = PROTOCOL_SEED  # see file_st
     return sha(parts)
 
 

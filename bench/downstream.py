@@ -497,10 +497,9 @@ def file_metrics(rows: dict, ds: Dataset, args) -> dict:
 
 
 def eval_path(row: str, seed, ds_cache: Path, args) -> tuple[Path, dict]:
-    settings = {"steps": steps_of(args, ds_cache.name), "batch_size": args.batch_size, "lr": args.lr,
-                "max_seq_length": args.max_seq_length, "quick": args.quick}
-    if getattr(args, "loss", "mnrl") != "mnrl":
-        settings["loss"] = args.loss
+    settings = training_settings(args) | {"steps": steps_of(args, ds_cache.name)}
+    if settings.get("loss") == "mnrl":  # keys made before --loss existed stay valid
+        del settings["loss"]
     return evaluation_file(ds_cache, row, seed, None if row == "base" else file_key(row), settings), settings
 
 
@@ -769,7 +768,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def training_settings(args) -> dict:
-    """The training settings the results' header records (`args.steps` parsed)."""
+    """The training settings of the command line (`args.steps` parsed), recorded in the results' header; an
+    evaluation's cache key holds them for its data set (eval_path)."""
     keys = ("steps", "batch_size", "lr", "max_seq_length", "quick", "loss")
     return {k: v for k, v in vars(args).items() if k in keys}
 
